@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from typing import TextIO
+
+from khook.agent._protocol import (
+    A2AVersion,
+    AgentRequest,
+    AgentResult,
+    HTTPRequest,
+    build_http_request,
+)
+
+logger = logging.getLogger("khook.agent")
+
+DRY_RUN_BASE_URL = "http://kagent-controller.kagent.svc.cluster.local:8083"
+
+
+class DryRunClient:
+    """Sends nothing: writes the exact A2A request it would send as one JSON line."""
+
+    def __init__(
+        self,
+        *,
+        version: A2AVersion = A2AVersion.V0_3,
+        base_url: str | None = None,
+        user_id: str = "admin@kagent.dev",
+        blocking: bool = False,
+        out: TextIO | None = None,
+    ) -> None:
+        # With no agent to ask, "auto" can only mean what Kagent v0.7-v0.10 speak.
+        self.version = A2AVersion.V0_3 if version is A2AVersion.AUTO else version
+        self.base_url = base_url or DRY_RUN_BASE_URL
+        self._user_id = user_id
+        self._blocking = blocking
+        self._out = out
+
+    def http_request(self, request: AgentRequest) -> HTTPRequest:
+        return build_http_request(
+            self.base_url, request, self.version, user_id=self._user_id, blocking=self._blocking
+        )
+
+    def send(self, request: AgentRequest) -> AgentResult:
+        line = {"dryRun": True, "agent": request.agent.id}
+        line.update(self.http_request(request).redacted())
+        out = self._out or sys.stdout
+        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.flush()
+        return AgentResult(f"dry-run-{uuid.uuid4()}", "", "dry-run", "dry-run")
+
+    def close(self) -> None:
+        pass

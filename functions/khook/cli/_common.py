@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
+
+from khook.function import BadRequest, parse_cloudevent
+from khook.settings import DEFAULT_CONTROL_NAMESPACE, ENV
+
+# Hop-by-hop and transport headers in captured requests; the HTTP client sets its own.
+_TRANSPORT_HEADERS = {"host", "content-length", "accept-encoding", "user-agent", "connection"}
+
+
+class SampleError(ValueError):
+    pass
+
+
+def env_help(setting: str, text: str) -> str:
+    return f"{text} [env {ENV[setting]}]"
+
+
+def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rules",
+        action="append",
+        metavar="FILE",
+        help=env_help("rules", "extra classification rules file (repeatable)"),
+    )
+
+
+def add_control_namespace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control-namespace",
+        metavar="NS",
+        help=env_help(
+            "control_namespace",
+            f"namespace whose Hooks may watch other namespaces and Nodes "
+            f"(default {DEFAULT_CONTROL_NAMESPACE})",
+        ),
+    )
+
+
+def load_sample(path: Path, *, structured: bool = False) -> tuple[dict[str, str], bytes]:
+    """A sample file as an HTTP request (headers, body).
+
+    Accepted: a captured request ``{"headers": {...}, "body": ...}`` (sent as captured, binary
+    mode), a structured CloudEvent ``{"specversion": ...}``, or a bare Kubernetes object, which
+    is wrapped the way an ApiServerSource in Resource mode would wrap it.
+    """
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SampleError(f"{path}: cannot read a JSON sample: {exc}") from exc
+    if not isinstance(doc, Mapping):
+        raise SampleError(f"{path}: a sample is a JSON object")
+    if isinstance(doc.get("headers"), Mapping) and "body" in doc:
+        headers = {
+            str(k): str(v) for k, v in doc["headers"].items() if k.lower() not in _TRANSPORT_HEADERS
+        }
+        body = _compact(doc["body"])
+        if not structured:
+            return headers, body
+        try:
+            envelope = parse_cloudevent(headers, body)
+        except BadRequest as exc:
+            raise SampleError(f"{path}: {exc}") from exc
+        return _to_http(CloudEvent(dict(envelope.attributes), envelope.data), structured)
+    if "specversion" in doc:
+        body = _compact(doc)
+        return {"Content-Type": "application/cloudevents+json"}, body
+    if "apiVersion" in doc and "kind" in doc:
+        return _to_http(wrap_object(doc), structured)
+    raise SampleError(f"{path}: neither a captured request, a CloudEvent nor a Kubernetes object")
+
+
+def wrap_object(obj: Mapping[str, Any], action: str = "update") -> CloudEvent:
+    raw_meta = obj.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    namespace = str(meta.get("namespace", ""))
+    name = str(meta.get("name", ""))
+    api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+    plural = kind.lower() + "s"
+    scope = f"namespaces/{namespace}/" if namespace else ""
+    attributes = {
+        "type": f"dev.knative.apiserver.resource.{action}",
+        "source": "khook-send",
+        "subject": f"/apis/{api_version}/{scope}{plural}/{name}",
+        "datacontenttype": "application/json",
+        "kind": kind,
+        "name": name,
+        "namespace": namespace,
+        "apiversion": api_version,
+    }
+    return CloudEvent(attributes, dict(obj))
+
+
+def _to_http(event: CloudEvent, structured: bool) -> tuple[dict[str, str], bytes]:
+    headers, body = to_structured(event) if structured else to_binary(event)
+    return {str(k): str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else b""
+
+
+def _compact(value: Any) -> bytes:
+    # Captured bodies were written by Go's encoder: compact JSON, keys in the stored order.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from khook.agent import A2AVersion, AgentRequest, AgentResult, DryRunClient
+from khook.cli._common import (
+    SampleError,
+    add_control_namespace_option,
+    add_rules_option,
+    load_sample,
+)
+from khook.clock import SystemClock
+from khook.core.events import NotOfInterest, Reference, decode
+from khook.core.outcome import Status
+from khook.files import FileError, HookSet, load_rules, parse_hook_documents, read_documents
+from khook.function import BadRequest, parse_cloudevent
+from khook.pipeline import Pipeline, PipelineConfig
+from khook.settings import Settings, SettingsError
+from khook.stores import Deduplicator, MemoryRecords
+
+
+class _Capture:
+    """An agent that only remembers what it was asked."""
+
+    def __init__(self) -> None:
+        self.requests: list[AgentRequest] = []
+
+    def send(self, request: AgentRequest) -> AgentResult:
+        self.requests.append(request)
+        return AgentResult("rendered", "", "rendered", "rendered")
+
+    def close(self) -> None:
+        pass
+
+
+class _Static:
+    def __init__(self, hooks: HookSet) -> None:
+        self._hooks = hooks
+
+    def current(self) -> HookSet:
+        return self._hooks
+
+
+class _Silent:
+    def record(self, outcome: Any) -> None:
+        pass
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "render",
+        help="show the prompt and A2A request a Hook makes for an event",
+        description="Run an event through classification, matching and prompt rendering "
+        "against the Hooks in a file, and print each prompt and the A2A request khook would "
+        "send. Nothing is sent and no dedup record is kept.",
+    )
+    p.add_argument("--hook", required=True, type=Path, metavar="FILE", help="Hook file or dir")
+    p.add_argument("--event", required=True, type=Path, metavar="FILE", help="sample event")
+    add_rules_option(p)
+    add_control_namespace_option(p)
+    p.add_argument("--agent-url", metavar="URL", help="Kagent base URL shown in the request")
+    p.add_argument("--a2a-version", choices=("0.3", "1.0"), help="A2A version (0.3)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env(
+            rules=args.rules,
+            control_namespace=args.control_namespace,
+            agent_url=args.agent_url,
+            a2a_version=args.a2a_version,
+        )
+        rules = load_rules(settings.rules)
+        hooks = parse_hook_documents(
+            read_documents(args.hook), rules.event_types, settings.control_namespace
+        )
+        headers, body = load_sample(args.event)
+        envelope = parse_cloudevent(headers, body)
+    except (SettingsError, FileError, SampleError, BadRequest, ValueError) as exc:
+        print(f"khook render: {exc}", file=sys.stderr)
+        return 2
+    for bad in hooks.invalid:
+        print(f"khook render: {bad}", file=sys.stderr)
+    clock = SystemClock()
+    capture = _Capture()
+    pipeline = Pipeline(
+        hooks=_Static(hooks),
+        rules=rules,
+        dedup=Deduplicator(MemoryRecords(clock), clock, timedelta(days=3650)),
+        agent=capture,
+        recorder=_Silent(),
+        clock=clock,
+        config=PipelineConfig(settings.control_namespace, timedelta(days=3650)),
+    )
+    decoded = decode(envelope, clock.now())
+    if isinstance(decoded, Reference | NotOfInterest):
+        print("event type: none")
+        print(f"not acted on: {getattr(decoded, 'reason', 'Reference-mode event')}")
+        return 0
+    outcome = pipeline.process_event(decoded)
+    print(f"event type: {', '.join(outcome.event_types) or 'none'}")
+    failed = [r for r in outcome.results if r.status is Status.FAILED]
+    for r in failed:
+        print(f"hook {r.hook.key} {r.config.event_type}: FAILED: {r.reason}", file=sys.stderr)
+    if not capture.requests:
+        print(f"no Hook in {args.hook} fires for this event: {outcome.ignored or 'no match'}")
+        return 1 if failed else 0
+    client = DryRunClient(
+        version=A2AVersion(settings.a2a_version),
+        user_id=settings.user_id,
+        base_url=settings.agent_url or None,
+    )
+    for request in capture.requests:
+        print(f"\n=== {request.metadata.get('khook.dev/hook')} -> agent {request.agent.id}")
+        print("--- prompt")
+        print(request.prompt)
+        print("--- A2A request")
+        print(json.dumps(client.http_request(request).redacted(), indent=2, ensure_ascii=False))
+    return 1 if failed else 0

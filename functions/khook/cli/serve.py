@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from functions_framework import create_app
+from functions_framework._http import create_server
+
+from khook import runtime
+from khook.cli._common import add_control_namespace_option, add_rules_option, env_help
+from khook.files import FileError, load_rules
+from khook.logs import configure
+from khook.settings import DEFAULT_DEDUP, Settings, SettingsError
+
+ENTRY = Path(__file__).resolve().parent.parent / "entry" / "main.py"
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="serve the function (the same app functions-framework serves)",
+        description="Serve khook over HTTP. Every flag can also be set by its environment "
+        "variable; flags win. With no agent URL khook runs dry: it logs the exact A2A request "
+        "instead of sending it.",
+    )
+    p.add_argument("--host", default=None, help="address to listen on [env HOST] (0.0.0.0)")
+    p.add_argument("--port", type=int, help=env_help("port", "port to listen on (8080)"))
+    p.add_argument(
+        "--hooks",
+        action="append",
+        metavar="PATH",
+        help=env_help("hooks", "Hook YAML file or directory (repeatable; reloaded on change)"),
+    )
+    add_rules_option(p)
+    p.add_argument("--agent-url", metavar="URL", help=env_help("agent_url", "Kagent base URL"))
+    p.add_argument(
+        "--a2a-version",
+        choices=("0.3", "1.0", "auto"),
+        help=env_help("a2a_version", "A2A protocol version (0.3)"),
+    )
+    p.add_argument(
+        "--dedup",
+        metavar="STORE",
+        help=env_help("dedup", f"dedup store: memory | tinydb:PATH ({DEFAULT_DEDUP})"),
+    )
+    add_control_namespace_option(p)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help=env_help("dry_run", "log A2A requests instead of sending them"),
+    )
+    p.set_defaults(run=run)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=args.host,
+        port=args.port,
+        hooks=args.hooks,
+        rules=args.rules,
+        agent_url=args.agent_url,
+        a2a_version=args.a2a_version,
+        dedup=args.dedup,
+        control_namespace=args.control_namespace,
+        dry_run=args.dry_run,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from(args)
+        load_rules(settings.rules)  # a broken rules file stops start-up, not every event
+    except (SettingsError, FileError, ValueError) as exc:
+        print(f"khook serve: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level)
+    rt = runtime.for_settings(settings)
+    runtime.install(rt)
+    app = create_app(target="handle", source=str(ENTRY), signature_type="http")  # type: ignore[no-untyped-call]
+    create_server(  # type: ignore[no-untyped-call]
+        app,
+        False,
+        threads=settings.threads,
+        workers=settings.workers,
+        post_worker_init=lambda _worker: _warm(rt),
+    ).run(settings.host, settings.port)
+    return 0
+
+
+def _warm(rt: runtime.Runtime) -> None:
+    # Build the pipeline in the worker as it starts, so the first event does not wait.
+    with contextlib.suppress(runtime.NotReady):  # logged; /readyz reports it
+        rt.pipeline()

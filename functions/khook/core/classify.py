@@ -1,0 +1,32 @@
+"""Classification: the signals of one cluster event, through the rule table, into detections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from khook.core.events import ClusterEvent
+from khook.core.rules import Rule, RuleTable
+from khook.core.signals import Signal, extract_signals
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One signal recognised as an event type, and the rule that recognised it."""
+
+    event_type: str
+    signal: Signal
+    rule: Rule
+
+
+def classify(event: ClusterEvent, table: RuleTable) -> list[Detection]:
+    detections = []
+    for signal in extract_signals(event):
+        rule = table.first_match(signal)
+        if rule is not None:
+            detections.append(Detection(rule.event_type, signal, rule))
+    return detections
+
+
+def event_types(detections: list[Detection]) -> list[str]:
+    """Distinct event types, in order of first detection."""
+    return list(dict.fromkeys(d.event_type for d in detections))

@@ -1,0 +1,39 @@
+"""Durations in the form Kubernetes users write them: Go's ``10m``, ``1h30m``, ``90s``."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``1h30m``/``10m``/``45s``/``500ms`` (and ``1d``); a bare number means seconds."""
+    raw = text.strip() if isinstance(text, str) else ""
+    if not raw:
+        raise DurationError("duration is empty")
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        return timedelta(seconds=float(raw))
+    pos, total = 0, 0.0
+    for match in _PART.finditer(raw):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(raw):
+        raise DurationError(f"invalid duration {text!r}: use forms like 30s, 10m, 1h30m")
+    return timedelta(seconds=total)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    out = "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
+    return out or "0s"

@@ -1,0 +1,216 @@
+"""Decoding: one CloudEvent (already parsed by the shell) into typed facts about the cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from khook.core.objects import JSON, ObjectRef, controller_owner, get_str, parse_time
+
+APISERVER_PREFIX = "dev.knative.apiserver."
+
+# Kinds khook understands, by (apiVersion, kind) of the object in the event's data.
+EVENT_KINDS = frozenset({("v1", "Event"), ("events.k8s.io/v1", "Event")})
+STATE_KINDS = frozenset({("v1", "Pod"), ("v1", "Node")})
+
+# Kubernetes records Events about cluster-scoped objects in the "default" namespace.
+CLUSTER_EVENTS_NAMESPACE = "default"
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Node",
+        "Namespace",
+        "PersistentVolume",
+        "StorageClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "CSINode",
+        "PriorityClass",
+        "RuntimeClass",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "APIService",
+        "VolumeAttachment",
+    }
+)
+
+
+class Action(StrEnum):
+    ADD = "add"
+    UPDATE = "update"
+    DELETE = "delete"
+    OBSERVED = "observed"  # not from an ApiServerSource: a curl user, a test, another source
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A CloudEvent as the shell parsed it: its attributes (extensions included) and data."""
+
+    attributes: Mapping[str, str]
+    data: Any
+
+    @property
+    def type(self) -> str:
+        return self.attributes.get("type", "")
+
+    @property
+    def id(self) -> str:
+        return self.attributes.get("id", "")
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    """The facts khook acts on. ``involved`` is what the incident is about: the Event's
+    involved object, or the Pod/Node itself; its namespace decides which Hooks may see it."""
+
+    action: Action
+    object: JSON
+    subject: ObjectRef
+    involved: ObjectRef
+    owner: ObjectRef | None
+    observed_at: datetime
+    envelope_id: str = ""
+    envelope_type: str = ""
+    source: str = ""
+
+    @property
+    def is_event(self) -> bool:
+        return self.subject.kind == "Event"
+
+    @property
+    def namespace(self) -> str:
+        return self.involved.namespace
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A Reference-mode event: only the object's name arrived; it must be fetched to judge."""
+
+    ref: ObjectRef
+    action: Action
+    observed_at: datetime
+    envelope: Envelope = field(repr=False)
+
+
+@dataclass(frozen=True)
+class NotOfInterest:
+    reason: str
+
+
+Decoded = ClusterEvent | Reference | NotOfInterest
+
+
+def action_of(ce_type: str) -> tuple[Action, bool]:
+    """The action and whether the event is Reference mode, from the CloudEvent type."""
+    if not ce_type.startswith(APISERVER_PREFIX):
+        return Action.OBSERVED, False
+    mode, _, verb = ce_type[len(APISERVER_PREFIX) :].partition(".")
+    try:
+        action = Action(verb)
+    except ValueError:
+        action = Action.OBSERVED
+    return action, mode == "ref"
+
+
+def decode(envelope: Envelope, received_at: datetime) -> Decoded:
+    action, reference_mode = action_of(envelope.type)
+    observed_at = parse_time(envelope.attributes.get("time")) or received_at
+    data = envelope.data
+    if reference_mode:
+        if not isinstance(data, Mapping) or not get_str(data, "kind"):
+            return NotOfInterest("reference-mode event without a kind/name in its data")
+        ref = ObjectRef(
+            kind=get_str(data, "kind"),
+            name=get_str(data, "name"),
+            namespace=get_str(data, "namespace"),
+            api_version=get_str(data, "apiVersion"),
+        )
+        return Reference(ref=ref, action=action, observed_at=observed_at, envelope=envelope)
+    return decode_object(
+        data,
+        action=action,
+        observed_at=observed_at,
+        envelope_id=envelope.id,
+        envelope_type=envelope.type,
+        source=envelope.attributes.get("source", ""),
+    )
+
+
+def decode_object(
+    data: Any,
+    *,
+    action: Action,
+    observed_at: datetime,
+    envelope_id: str = "",
+    envelope_type: str = "",
+    source: str = "",
+) -> Decoded:
+    """Judge a Kubernetes object by its own apiVersion/kind, never by the envelope's claims."""
+    if not isinstance(data, Mapping):
+        return NotOfInterest("event data is not a JSON object")
+    api_version, kind = get_str(data, "apiVersion"), get_str(data, "kind")
+    if not api_version or not kind:
+        return NotOfInterest("event data is not a Kubernetes object (no apiVersion/kind)")
+    key = (api_version, kind)
+    if key not in EVENT_KINDS and key not in STATE_KINDS:
+        return NotOfInterest(f"khook does not act on {kind} ({api_version}) objects")
+    if action is Action.DELETE:
+        return NotOfInterest(f"{kind} was deleted: deletions never fire")
+    subject = ObjectRef.of(data)
+    if key in EVENT_KINDS:
+        involved = _involved_object(data)
+        if involved is None:
+            return NotOfInterest("Event names no involved object")
+        if not _event_may_speak_for(subject, involved):
+            return NotOfInterest(
+                f"Event in namespace {subject.namespace!r} about {involved.display} "
+                f"in namespace {involved.namespace!r}: ignored to keep tenants apart"
+            )
+        owner = None
+    else:
+        involved = subject
+        owner = controller_owner(data)
+    return ClusterEvent(
+        action=action,
+        object=data,
+        subject=subject,
+        involved=involved,
+        owner=owner,
+        observed_at=observed_at,
+        envelope_id=envelope_id,
+        envelope_type=envelope_type,
+        source=source,
+    )
+
+
+def _involved_object(event: JSON) -> ObjectRef | None:
+    ref = event.get("involvedObject") if event.get("apiVersion") == "v1" else event.get("regarding")
+    if not isinstance(ref, Mapping) or not get_str(ref, "kind") or not get_str(ref, "name"):
+        return None
+    kind = get_str(ref, "kind")
+    namespace = get_str(ref, "namespace")
+    if not namespace and kind not in CLUSTER_SCOPED_KINDS:
+        namespace = get_str(event, "metadata", "namespace")
+    if kind in CLUSTER_SCOPED_KINDS:
+        namespace = ""
+    return ObjectRef(
+        kind=kind,
+        name=get_str(ref, "name"),
+        namespace=namespace,
+        api_version=get_str(ref, "apiVersion"),
+        uid=get_str(ref, "uid"),
+    )
+
+
+def _event_may_speak_for(event: ObjectRef, involved: ObjectRef) -> bool:
+    """An Event may only describe objects of its own namespace, or cluster-scoped objects when
+    it lives where Kubernetes records those. A tenant who can write Events in its namespace
+    must not be able to raise incidents about another namespace or about Nodes."""
+    if not event.namespace:
+        return True
+    if involved.namespace:
+        return involved.namespace == event.namespace
+    return event.namespace == CLUSTER_EVENTS_NAMESPACE

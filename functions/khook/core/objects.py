@@ -1,0 +1,129 @@
+"""Reading Kubernetes objects, which arrive as untyped JSON, into typed values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+JSON = Mapping[str, Any]
+
+
+def get_path(obj: Any, *path: str) -> Any:
+    """Walk nested mappings; any missing step or non-mapping gives None."""
+    cur = obj
+    for step in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(step)
+    return cur
+
+
+def get_str(obj: Any, *path: str) -> str:
+    value = get_path(obj, *path)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return ""
+
+
+def get_int(obj: Any, *path: str) -> int | None:
+    value = get_path(obj, *path)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return None
+
+
+def get_list(obj: Any, *path: str) -> list[Any]:
+    value = get_path(obj, *path)
+    return value if isinstance(value, list) else []
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse a Kubernetes/CloudEvents RFC 3339 timestamp (nanoseconds allowed)."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Python keeps microseconds; Go writes up to nanoseconds.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z, second precision: the form Kubernetes writes."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """Enough to name one Kubernetes object. ``namespace`` is empty for cluster-scoped kinds."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+    api_version: str = ""
+    uid: str = ""
+
+    @property
+    def display(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Any) -> ObjectRef:
+        return cls(
+            kind=get_str(obj, "kind"),
+            name=get_str(obj, "metadata", "name"),
+            namespace=get_str(obj, "metadata", "namespace"),
+            api_version=get_str(obj, "apiVersion"),
+            uid=get_str(obj, "metadata", "uid"),
+        )
+
+
+def controller_owner(obj: Any) -> ObjectRef | None:
+    """The object's controlling owner, seen through a ReplicaSet to its Deployment.
+
+    A Deployment's ReplicaSet is named ``<deployment>-<pod-template-hash>``; the Pod carries the
+    same hash as a label, so the Deployment name is recoverable without an API call.
+    """
+    namespace = get_str(obj, "metadata", "namespace")
+    refs = [r for r in get_list(obj, "metadata", "ownerReferences") if isinstance(r, Mapping)]
+    if not refs:
+        return None
+    ref = next((r for r in refs if r.get("controller") is True), refs[0])
+    kind, name = get_str(ref, "kind"), get_str(ref, "name")
+    if not kind or not name:
+        return None
+    template_hash = get_str(obj, "metadata", "labels", "pod-template-hash")
+    if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+        return ObjectRef(
+            kind="Deployment",
+            name=name[: -len(template_hash) - 1],
+            namespace=namespace,
+            api_version="apps/v1",
+        )
+    return ObjectRef(
+        kind=kind,
+        name=name,
+        namespace=namespace,
+        api_version=get_str(ref, "apiVersion"),
+        uid=get_str(ref, "uid"),
+    )

@@ -1,0 +1,155 @@
+"""The classification table: rules (data, not code) that turn signals into event types.
+
+For each signal the first matching rule wins; user rules come before the built-in ones, so a
+user can both add new event types and refine built-in ones. Every key of a rule narrows it:
+a list means "any of these" and a ``message`` is a case-insensitive regular expression.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from khook.core.signals import Signal, SignalKind, Source
+
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+_LIST_KEYS = {
+    "involvedKinds": "kinds",
+    "types": "types",
+    "reasons": "reasons",
+    "signals": "signals",
+    "conditions": "conditions",
+    "statuses": "statuses",
+}
+_ALLOWED_KEYS = {"eventType", "source", "message", "description", *_LIST_KEYS}
+_NARROWING_KEYS = {"reasons", "message", "conditions", "signals"}
+
+
+class RulesError(ValueError):
+    """A rules document is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, origin: str, problems: Sequence[str]) -> None:
+        self.origin = origin
+        self.problems = list(problems)
+        super().__init__(f"{origin}: " + "; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Rule:
+    event_type: str
+    source: Source
+    kinds: frozenset[str] = frozenset()
+    types: frozenset[str] = frozenset()
+    reasons: frozenset[str] = frozenset()  # compared case-insensitively
+    signals: frozenset[str] = frozenset()
+    conditions: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    message: re.Pattern[str] | None = None
+    origin: str = ""
+
+    def matches(self, signal: Signal) -> bool:
+        return (
+            signal.source is self.source
+            and _any(self.kinds, signal.kind)
+            and _any(self.types, signal.type)
+            and _any(self.reasons, signal.reason.lower())
+            and _any(self.signals, signal.signal.value)
+            and _any(self.conditions, signal.condition)
+            and _any(self.statuses, signal.status)
+            and (self.message is None or self.message.search(signal.message) is not None)
+        )
+
+
+def _any(allowed: frozenset[str], value: str) -> bool:
+    return not allowed or value in allowed
+
+
+@dataclass(frozen=True)
+class RuleTable:
+    rules: tuple[Rule, ...] = field(default_factory=tuple)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(rule.event_type for rule in self.rules)
+
+    def then(self, other: RuleTable) -> RuleTable:
+        """This table's rules first, then the other's."""
+        return RuleTable(self.rules + other.rules)
+
+    def first_match(self, signal: Signal) -> Rule | None:
+        return next((rule for rule in self.rules if rule.matches(signal)), None)
+
+
+def parse_rules(document: Any, origin: str) -> RuleTable:
+    """Build a table from a parsed rules document ``{"rules": [...]}``; all problems at once."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("rules"), list):
+        raise RulesError(origin, ["a rules file is a mapping with a 'rules' list"])
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for index, raw in enumerate(document["rules"]):
+        where = f"rules[{index}]"
+        try:
+            rules.append(_parse_rule(raw, f"{origin}:{where}"))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise RulesError(origin, problems)
+    return RuleTable(tuple(rules))
+
+
+def _parse_rule(raw: Any, origin: str) -> Rule:
+    if not isinstance(raw, Mapping):
+        raise ValueError("a rule is a mapping")
+    unknown = sorted(set(raw) - _ALLOWED_KEYS)
+    if unknown:
+        raise ValueError(f"unknown keys {unknown}; allowed: {sorted(_ALLOWED_KEYS)}")
+    event_type = raw.get("eventType")
+    if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
+        raise ValueError(
+            f"eventType {event_type!r} must be a lowercase DNS label such as 'disk-full'"
+        )
+    try:
+        source = Source(str(raw.get("source")))
+    except ValueError:
+        raise ValueError(
+            f"source must be one of {[s.value for s in Source]}, not {raw.get('source')!r}"
+        ) from None
+    if not _NARROWING_KEYS & set(raw):
+        raise ValueError(f"a rule must narrow by at least one of {sorted(_NARROWING_KEYS)}")
+    values: dict[str, frozenset[str]] = {}
+    for key, attr in _LIST_KEYS.items():
+        values[attr] = frozenset(_str_list(raw.get(key), key))
+    values["reasons"] = frozenset(r.lower() for r in values["reasons"])
+    known_signals = {s.value for s in SignalKind}
+    bad = sorted(values["signals"] - known_signals)
+    if bad:
+        raise ValueError(f"unknown signals {bad}; known: {sorted(known_signals)}")
+    message = raw.get("message")
+    pattern = None
+    if message is not None:
+        if not isinstance(message, str) or not message:
+            raise ValueError("message must be a non-empty regular expression")
+        try:
+            pattern = re.compile(message, re.IGNORECASE)
+        except re.error as exc:
+            raise ValueError(f"message is not a valid regular expression: {exc}") from None
+    return Rule(event_type=event_type, source=source, message=pattern, origin=origin, **values)
+
+
+def _str_list(value: Any, key: str) -> Iterable[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{key} must be a non-empty list")
+    out = []
+    for item in value:
+        if isinstance(item, bool):  # YAML reads an unquoted False/True as a bool
+            out.append("True" if item else "False")
+        elif isinstance(item, str | int) and str(item):
+            out.append(str(item))
+        else:
+            raise ValueError(f"{key} holds {item!r}, which is not a string")
+    return out

@@ -1,0 +1,143 @@
+"""Settings: the one place that reads the environment. Flags override the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+
+from khook.core.durations import DurationError, parse_duration
+
+A2A_VERSIONS = ("0.3", "1.0", "auto")
+DEFAULT_DEDUP = "tinydb:.khook/dedup.json"
+DEFAULT_CONTROL_NAMESPACE = "khook-system"
+DEFAULT_USER_ID = "admin@kagent.dev"
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    pass
+
+
+# Environment variable for each setting (documented in the README's configuration table).
+ENV = {
+    "host": "HOST",
+    "port": "PORT",
+    "threads": "THREADS",
+    "workers": "WORKERS",
+    "hooks": "KHOOK_HOOKS",
+    "rules": "KHOOK_RULES",
+    "agent_url": "KAGENT_URL",
+    "a2a_version": "KHOOK_A2A_VERSION",
+    "dedup": "KHOOK_DEDUP",
+    "control_namespace": "KHOOK_CONTROL_NAMESPACE",
+    "dry_run": "KHOOK_DRY_RUN",
+    "user_id": "KHOOK_USER_ID",
+    "token_file": "KAGENT_TOKEN_FILE",
+    "agent_timeout": "KHOOK_AGENT_TIMEOUT",
+    "agent_attempts": "KHOOK_AGENT_ATTEMPTS",
+    "agent_blocking": "KHOOK_AGENT_BLOCKING",
+    "max_body_bytes": "KHOOK_MAX_BODY_BYTES",
+    "max_signal_age": "KHOOK_MAX_SIGNAL_AGE",
+    "log_level": "KHOOK_LOG_LEVEL",
+}
+TOKEN_ENV = "KAGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"  # noqa: S104 - a server in a pod listens on every interface
+    port: int = 8080
+    # functions-framework's default is cpu_count()*4 threads: in a pod, the node's CPUs.
+    threads: int = 8
+    workers: int = 1
+    hooks: tuple[str, ...] = ()
+    rules: tuple[str, ...] = ()
+    agent_url: str = ""
+    a2a_version: str = "0.3"
+    dedup: str = DEFAULT_DEDUP
+    control_namespace: str = DEFAULT_CONTROL_NAMESPACE
+    dry_run: bool = False
+    user_id: str = DEFAULT_USER_ID
+    token: str = field(default="", repr=False)
+    token_file: str = ""
+    agent_timeout: float = 30.0
+    agent_attempts: int = 4
+    agent_blocking: bool = False
+    max_body_bytes: int = MIB
+    max_signal_age: timedelta = timedelta(minutes=15)
+    log_level: str = "info"
+
+    @property
+    def effective_dry_run(self) -> bool:
+        """No agent URL means there is nobody to call: log the request instead."""
+        return self.dry_run or not self.agent_url
+
+    def read_token(self) -> str | None:
+        """The bearer token, read fresh from its file so rotated tokens are picked up."""
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text(encoding="utf-8").strip() or None
+            except OSError:
+                return None
+        return self.token or None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = ENV.get(f.name)
+            if name and env.get(name, "") != "":
+                values[f.name] = env[name]
+        if env.get(TOKEN_ENV):
+            values["token"] = env[TOKEN_ENV]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.coerce(values)
+
+    @classmethod
+    def coerce(cls, values: Mapping[str, object]) -> Settings:
+        out: dict[str, object] = {}
+        for key, value in values.items():
+            try:
+                out[key] = _coerce(key, value)
+            except (ValueError, DurationError) as exc:
+                env = ENV.get(key, key)
+                raise SettingsError(f"{key} ({env}): {exc}") from None
+        settings = cls(**out)  # type: ignore[arg-type]
+        if settings.a2a_version not in A2A_VERSIONS:
+            raise SettingsError(f"a2a_version must be one of {A2A_VERSIONS}")
+        if settings.agent_attempts < 1 or settings.agent_timeout <= 0:
+            raise SettingsError("agent_attempts must be >= 1 and agent_timeout > 0")
+        if settings.threads < 1 or settings.workers < 1:
+            raise SettingsError("threads and workers must be >= 1")
+        if settings.max_body_bytes < 1024:
+            raise SettingsError("max_body_bytes must be at least 1024")
+        return settings
+
+
+def _coerce(key: str, value: object) -> object:
+    if key in ("hooks", "rules"):
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return tuple(str(v) for v in value)  # type: ignore[attr-defined]
+    if key in ("port", "threads", "workers", "agent_attempts", "max_body_bytes"):
+        return int(str(value))
+    if key == "agent_timeout":
+        if isinstance(value, int | float):
+            return float(value)
+        return parse_duration(str(value)).total_seconds()
+    if key in ("dry_run", "agent_blocking"):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"expected true or false, not {value!r}")
+    if key == "max_signal_age":
+        return value if isinstance(value, timedelta) else parse_duration(str(value))
+    return value

@@ -1,0 +1,22 @@
+"""Dedup record stores: where the record of what has fired lives.
+
+A store does one thing: an atomic read-modify-write of the record under one key
+(``update``). The decisions are the core's (:mod:`khook.core.dedup`); :class:`Deduplicator`
+joins the two into claim, release and confirm.
+"""
+
+from khook.stores._base import KEEP, Claim, Deduplicator, RecordStore, StoreError
+from khook.stores._memory import MemoryRecords
+from khook.stores._open import open_store
+from khook.stores._tinydb import TinyDBRecords
+
+__all__ = [
+    "KEEP",
+    "Claim",
+    "Deduplicator",
+    "MemoryRecords",
+    "RecordStore",
+    "StoreError",
+    "TinyDBRecords",
+    "open_store",
+]

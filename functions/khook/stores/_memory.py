@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from khook.clock import Clock
+from khook.core.dedup import DedupKey, Record
+from khook.stores._base import Change, _Keep
+
+
+class MemoryRecords:
+    """Records in this process only: for tests and single-replica experiments. Lost on exit and
+    not shared between replicas or gunicorn workers."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._records: dict[str, Record] = {}
+        self._lock = threading.Lock()
+
+    def update(self, key: DedupKey, change: Change) -> None:
+        with self._lock:
+            result = change(self._records.get(key.id))
+            if isinstance(result, _Keep):
+                return
+            if result is None:
+                self._records.pop(key.id, None)
+            else:
+                self._records[key.id] = result
+
+    def get(self, key: DedupKey) -> Record | None:
+        with self._lock:
+            return self._records.get(key.id)
+
+    def prune(self, retention: timedelta) -> int:
+        now = self._clock.now()
+        with self._lock:
+            gone = [k for k, r in self._records.items() if r.prunable(now, retention)]
+            for k in gone:
+                del self._records[k]
+        return len(gone)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,122 @@
+"""Decoding CloudEvents into cluster facts: modes, kinds, owners, and tenant boundaries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from khook.core.events import (
+    Action,
+    ClusterEvent,
+    Envelope,
+    NotOfInterest,
+    Reference,
+    action_of,
+    decode,
+)
+from khook.core.objects import ObjectRef, controller_owner, parse_time
+from tests.support.events import core_event, pod, sample
+
+NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+def envelope_of(name: str) -> Envelope:
+    doc = sample(name)
+    attrs = {k[3:].lower(): v for k, v in doc["headers"].items() if k.lower().startswith("ce-")}
+    return Envelope(attrs, doc["body"])
+
+
+@pytest.mark.parametrize(
+    ("ce_type", "action", "reference"),
+    [
+        ("dev.knative.apiserver.resource.add", Action.ADD, False),
+        ("dev.knative.apiserver.resource.update", Action.UPDATE, False),
+        ("dev.knative.apiserver.resource.delete", Action.DELETE, False),
+        ("dev.knative.apiserver.ref.update", Action.UPDATE, True),
+        ("com.example.anything", Action.OBSERVED, False),
+    ],
+)
+def test_action_from_type(ce_type: str, action: Action, reference: bool) -> None:
+    assert action_of(ce_type) == (action, reference)
+
+
+def test_pod_update_has_owner_through_replicaset() -> None:
+    event = decode(envelope_of("oom-kill-pod-status"), NOW)
+    assert isinstance(event, ClusterEvent)
+    assert event.involved == ObjectRef(
+        "Pod", "web-7d4b9c8f5-x2x9z", "default", "v1", "5c0b6a6e-1f55-4a43-9d0b-6c2f4f0f7a11"
+    )
+    assert event.owner is not None and event.owner.display == "Deployment/web"
+    assert event.observed_at == parse_time("2026-11-23T09:20:06.123456789Z")
+
+
+def test_replicaset_without_matching_hash_stays_a_replicaset() -> None:
+    obj = pod(owner="standalone-rs")
+    owner = controller_owner(obj)
+    assert owner is not None and owner.display == "ReplicaSet/standalone-rs"
+
+
+def test_event_involves_its_object_and_has_no_owner() -> None:
+    event = decode(envelope_of("pod-restart-backoff-event"), NOW)
+    assert isinstance(event, ClusterEvent)
+    assert event.subject.kind == "Event"
+    assert event.involved.display == "Pod/web-7d4b9c8f5-x2x9z"
+    assert event.namespace == "default"
+    assert event.owner is None
+
+
+def test_node_event_is_cluster_scoped() -> None:
+    event = decode(envelope_of("node-not-ready-event"), NOW)
+    assert isinstance(event, ClusterEvent)
+    assert event.namespace == ""
+
+
+def test_delete_never_fires() -> None:
+    assert isinstance(decode(envelope_of("ignored-delete-event"), NOW), NotOfInterest)
+
+
+def test_reference_mode_needs_the_object() -> None:
+    envelope = Envelope(
+        {"type": "dev.knative.apiserver.ref.add"},
+        {"kind": "Pod", "namespace": "default", "name": "oom-demo", "apiVersion": "v1"},
+    )
+    decoded = decode(envelope, NOW)
+    assert isinstance(decoded, Reference)
+    assert decoded.ref.display == "Pod/oom-demo"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ("just text", "not a JSON object"),
+        ({"hello": "world"}, "no apiVersion/kind"),
+        ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}}, "does not act on"),
+        ({"apiVersion": "v1", "kind": "Event", "metadata": {}}, "no involved object"),
+    ],
+)
+def test_data_khook_does_not_understand(data: object, fragment: str) -> None:
+    decoded = decode(Envelope({"type": "x"}, data), NOW)
+    assert isinstance(decoded, NotOfInterest)
+    assert fragment in decoded.reason
+
+
+def test_a_tenant_event_cannot_speak_for_another_namespace() -> None:
+    forged = core_event("BackOff", "Back-off restarting failed container", namespace="team-a")
+    forged["involvedObject"]["namespace"] = "team-b"
+    decoded = decode(Envelope({"type": "x"}, forged), NOW)
+    assert isinstance(decoded, NotOfInterest)
+    assert "tenants apart" in decoded.reason
+
+
+def test_a_tenant_event_cannot_speak_for_a_node() -> None:
+    forged = core_event("NodeNotReady", "Node x is not ready", type_="Normal", kind="Node")
+    forged["metadata"]["namespace"] = "team-a"
+    assert isinstance(decode(Envelope({"type": "x"}, forged), NOW), NotOfInterest)
+
+
+def test_times_with_nanoseconds() -> None:
+    parsed = parse_time("2026-11-23T09:19:39.432850202Z")
+    assert parsed == datetime(2026, 11, 23, 9, 19, 39, 432850, tzinfo=UTC)
+    assert parse_time("not a time") is None
+    assert parse_time(None) is None
