@@ -38,10 +38,14 @@ class HookSet:
     hooks: tuple[Hook, ...] = ()
     invalid: tuple[HookInvalid, ...] = ()
     problems: tuple[str, ...] = field(default=())  # files that could not be read at all
+    synced: bool = True  # False while a cluster source has not completed its first list
 
 
 class HookSource(Protocol):
-    def current(self) -> HookSet: ...
+    def current(self, wait: bool = True) -> HookSet:
+        """The Hooks in force; a source still loading may wait (bounded) unless told not to."""
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class FileHookSource:
         self._checked_at = float("-inf")
         self._current = HookSet()
 
-    def current(self) -> HookSet:
+    def current(self, wait: bool = True) -> HookSet:
         with self._lock:
             now = self._clock.monotonic()
             if now - self._checked_at >= self.CHECK_EVERY_SECONDS:
@@ -167,6 +171,9 @@ class FileHookSource:
                     self._fingerprint = fingerprint
                     self._current = self._load()
             return self._current
+
+    def close(self) -> None:
+        pass
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
         entries = []

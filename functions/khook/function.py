@@ -128,9 +128,11 @@ def _health(path: str) -> flask.Response:
     if path == "/healthz":
         return _response(200, body={"status": "ok"})
     try:
-        hooks = current().pipeline().hooks.current()
+        hooks = current().pipeline().hooks.current(wait=False)
     except (NotReady, SettingsError) as exc:
         return _response(503, body={"status": "not ready", "error": str(exc)})
+    if not hooks.synced:
+        return _response(503, body={"status": "not ready", "error": "listing Hooks"})
     return _response(
         200, body={"status": "ready", "hooks": len(hooks.hooks), "invalidHooks": len(hooks.invalid)}
     )

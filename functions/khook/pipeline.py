@@ -5,15 +5,27 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any, Protocol
 
 from khook.agent import AgentClient, AgentError, AgentRequest
 from khook.clock import Clock
 from khook.core.classify import Detection, classify, event_types
 from khook.core.dedup import DedupKey, Observation, Record, Verdict
-from khook.core.events import ClusterEvent, Envelope, NotOfInterest, Reference, decode
-from khook.core.match import HookMatch, incident_group, match
+from khook.core.events import (
+    ClusterEvent,
+    Envelope,
+    NotOfInterest,
+    Reference,
+    decode,
+    decode_object,
+)
+from khook.core.health import is_healthy
+from khook.core.hooks import Hook
+from khook.core.match import HookMatch, hook_sees, incident_group, match
+from khook.core.objects import ObjectRef
 from khook.core.outcome import FiringResult, Outcome, Status
 from khook.core.prompt import PromptError, PromptFacts
 from khook.core.rules import RuleTable
@@ -25,6 +37,24 @@ from khook.stores import Claim, Deduplicator, StoreError
 logger = logging.getLogger("khook.pipeline")
 
 _MESSAGE_NAMESPACE = uuid.UUID("6f1c1f8e-3f0e-4d5e-9a5e-6b686f6f6b21")
+
+
+class ObjectReader(Protocol):
+    """Reads objects from the cluster: for Reference-mode events, and owners of Pods."""
+
+    def get(self, ref: ObjectRef) -> Mapping[str, Any] | None: ...
+
+    def remember(self, obj: Mapping[str, Any]) -> None: ...
+
+    def owner_of(self, ref: ObjectRef) -> ObjectRef | None: ...
+
+
+class Background(Protocol):
+    """A component that writes in the background: flushed on demand, closed at shutdown."""
+
+    def flush(self) -> object: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +74,8 @@ class Pipeline:
         recorder: Recorder,
         clock: Clock,
         config: PipelineConfig,
+        reader: ObjectReader | None = None,
+        background: tuple[Background, ...] = (),
     ) -> None:
         self.hooks = hooks
         self.rules = rules
@@ -52,6 +84,21 @@ class Pipeline:
         self.recorder = recorder
         self.clock = clock
         self.config = config
+        self.reader = reader
+        self.background = background
+
+    def flush(self) -> None:
+        """Write now what background writers hold (tests call this; threads do in service)."""
+        for part in self.background:
+            part.flush()
+
+    def close(self) -> None:
+        """Stop watching, write what is pending, let go of connections."""
+        self.hooks.close()
+        for part in self.background:
+            part.close()
+        self.dedup.close()
+        self.agent.close()
 
     def process(self, envelope: Envelope) -> Outcome:
         outcome = self._process(envelope)
@@ -61,24 +108,90 @@ class Pipeline:
     def _process(self, envelope: Envelope) -> Outcome:
         decoded = decode(envelope, self.clock.now())
         if isinstance(decoded, Reference):
-            return Outcome(
-                ignored=f"Reference-mode event for {decoded.ref.display}: khook needs the "
-                "object; run the ApiServerSource in Resource mode, or khook in cluster mode"
-            )
-        if isinstance(decoded, NotOfInterest):
-            return Outcome(ignored=decoded.reason)
+            if self.reader is None:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Reference-mode event needs the object",
+                    resource=decoded.ref.display,
+                )
+                return Outcome(
+                    ignored=f"Reference-mode event for {decoded.ref.display}: khook needs the "
+                    "object; run the ApiServerSource in Resource mode, or khook in cluster mode"
+                )
+            try:
+                obj = self.reader.get(decoded.ref)
+            except Exception as exc:
+                return Outcome(error=f"cannot read {decoded.ref.display}: {exc}")
+            if obj is None:
+                return Outcome(ignored=f"{decoded.ref.display} no longer exists")
+            fetched = decode_object(obj, action=decoded.action, observed_at=decoded.observed_at)
+            if isinstance(fetched, ClusterEvent):
+                return self.process_event(fetched)
+            decoded = fetched
+        if isinstance(decoded, NotOfInterest | Reference):
+            return Outcome(ignored=getattr(decoded, "reason", "a reference to a reference"))
         return self.process_event(decoded)
 
     def process_event(self, event: ClusterEvent) -> Outcome:
+        event = self._with_owner(event)
         detections = classify(event, self.rules)
         types = tuple(event_types(detections))
+        hooks = self.hooks.current().hooks
+        resolved = self._resolve(event, hooks) if is_healthy(event) else ()
         if not detections:
-            return Outcome(event=event, ignored="no classification rule matched")
-        matches = match(
-            event, detections, self.hooks.current().hooks, self.config.control_namespace
-        )
+            return Outcome(event=event, ignored="no classification rule matched", resolved=resolved)
+        matches = match(event, detections, hooks, self.config.control_namespace)
         results = tuple(r for m in matches for r in self._fire(event, m))
-        return Outcome(event_types=types, results=results, event=event)
+        return Outcome(event_types=types, results=results, event=event, resolved=resolved)
+
+    def _with_owner(self, event: ClusterEvent) -> ClusterEvent:
+        """Group an Event about a Pod by the Pod's owner, as its Pod events are grouped."""
+        if self.reader is None:
+            return event
+        if event.subject.kind == "Pod":
+            self.reader.remember(event.object)
+            return event
+        if event.owner is not None or event.involved.kind != "Pod":
+            return event
+        try:
+            owner = self.reader.owner_of(event.involved)
+        except Exception as exc:
+            log(
+                logger,
+                logging.WARNING,
+                "cannot read the owner of a pod",
+                resource=event.involved.display,
+                error=str(exc),
+            )
+            return event
+        return replace(event, owner=owner) if owner is not None else event
+
+    def _resolve(
+        self, event: ClusterEvent, hooks: tuple[Hook, ...]
+    ) -> tuple[tuple[Hook, Record], ...]:
+        done = []
+        for hook in hooks:
+            if not hook_sees(hook, event.namespace, self.config.control_namespace):
+                continue
+            for config in hook.configurations:
+                key = DedupKey(
+                    hook.key, config.event_type, event.namespace, incident_group(event, config)
+                )
+                try:
+                    record = self.dedup.resolve(key, event.involved.display)
+                except StoreError as exc:
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "could not resolve an incident",
+                        key=key.id,
+                        error=str(exc),
+                    )
+                    continue
+                if record is not None:
+                    done.append((hook, record))
+        return tuple(done)
 
     def _fire(self, event: ClusterEvent, m: HookMatch) -> list[FiringResult]:
         results = []
@@ -146,6 +259,7 @@ class Pipeline:
                 reason=str(exc),
                 retryable=exc.retryable,
                 retry_after=exc.retry_after,
+                agent_called=True,
             )
         try:
             record = self.dedup.confirm(claim, answer.task_id, answer.context_id) or record

@@ -11,14 +11,24 @@ import logging
 import threading
 from collections.abc import Callable
 
-from khook.agent import A2AClient, A2AVersion, AgentClient, DryRunClient
+from kubernetes.client import ApiClient
+
+from khook.agent import A2AClient, A2AVersion, AgentClient, CircuitBreaker, DryRunClient
 from khook.clock import Clock, SystemClock
-from khook.files import FileHookSource, load_rules
+from khook.cluster import (
+    ClusterHookSource,
+    ClusterObjectReader,
+    HookEventWriter,
+    HookStatusWriter,
+    KubeRecorder,
+)
+from khook.files import FileHookSource, HookSource, load_rules
+from khook.kubeapi import connect, identify, kubeconfig_namespace
 from khook.logs import configure, log
-from khook.pipeline import Pipeline, PipelineConfig
-from khook.recorder import LogRecorder
+from khook.pipeline import Background, Pipeline, PipelineConfig
+from khook.recorder import LogRecorder, Recorder
 from khook.settings import Settings
-from khook.stores import Deduplicator, open_store
+from khook.stores import CachedRecords, Deduplicator, open_store
 
 logger = logging.getLogger("khook")
 
@@ -46,36 +56,98 @@ def build_agent(settings: Settings, clock: Clock) -> AgentClient:
     )
 
 
+def state_namespace(settings: Settings) -> str:
+    return (
+        settings.state_namespace
+        or settings.pod_namespace
+        or kubeconfig_namespace(settings.kubeconfig)
+        or "default"
+    )
+
+
 def build_pipeline(
-    settings: Settings, clock: Clock | None = None, agent: AgentClient | None = None
+    settings: Settings,
+    clock: Clock | None = None,
+    agent: AgentClient | None = None,
+    *,
+    api: ApiClient | None = None,
+    background: bool = True,
 ) -> Pipeline:
+    """The pipeline and its collaborators, as the settings say. ``api`` and ``background``
+    are for tests: a client for an API double, and writers that only write when flushed."""
     clock = clock or SystemClock()
     rules = load_rules(settings.rules)
-    hooks = FileHookSource(
-        settings.hooks,
-        known_types=rules.event_types,
-        control_namespace=settings.control_namespace,
-        clock=clock,
+    if api is None and settings.uses_cluster:
+        api = connect(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
+    elif api is not None:
+        identify(api)
+    every = 1.0 if background else 0.0
+    namespace = state_namespace(settings) if api is not None else ""
+    store = open_store(
+        settings.effective_dedup,
+        clock,
+        api=api,
+        namespace=namespace,
+        identity=settings.identity,
+        retention=settings.max_signal_age,
+        sync_every=5.0 * every,
     )
-    hooks.current()  # load now, so problems show at start-up
-    dedup = Deduplicator(open_store(settings.dedup, clock), clock, settings.max_signal_age)
+    breaker = CircuitBreaker(agent or build_agent(settings, clock), clock)
+    parts: list[Background] = [store] if isinstance(store, CachedRecords) else []
+    hooks: HookSource
+    recorder: Recorder
+    if settings.hooks_from_cluster:
+        assert api is not None
+        events = HookEventWriter(api, clock, settings.identity, interval=every)
+        status = HookStatusWriter(
+            api,
+            store,
+            clock,
+            events=events,
+            unavailable_agents=breaker.unavailable,
+            interval=2.0 * every,
+        )
+        breaker.on_change = status.agents_changed
+        cluster_hooks = ClusterHookSource(
+            api,
+            known_types=rules.event_types,
+            control_namespace=settings.control_namespace,
+            clock=clock,
+            namespaces=settings.watch_namespaces,
+            on_change=status.hooks_changed,
+        )
+        cluster_hooks.start()
+        hooks, recorder = cluster_hooks, KubeRecorder(status, events)
+        parts += [status, events]
+    else:
+        file_hooks = FileHookSource(
+            settings.hooks,
+            known_types=rules.event_types,
+            control_namespace=settings.control_namespace,
+            clock=clock,
+        )
+        file_hooks.current()  # load now, so problems show at start-up
+        hooks, recorder = file_hooks, LogRecorder()
     pipeline = Pipeline(
         hooks=hooks,
         rules=rules,
-        dedup=dedup,
-        agent=agent or build_agent(settings, clock),
-        recorder=LogRecorder(),
+        dedup=Deduplicator(store, clock, settings.max_signal_age),
+        agent=breaker,
+        recorder=recorder,
         clock=clock,
         config=PipelineConfig(settings.control_namespace, settings.max_signal_age),
+        reader=ClusterObjectReader(api, clock) if api is not None else None,
+        background=tuple(parts),
     )
     log(
         logger,
         logging.INFO,
         "khook ready",
-        hooks=list(settings.hooks),
+        hooks="cluster" if settings.hooks_from_cluster else list(settings.hooks),
         rules=list(settings.rules),
         eventTypes=sorted(rules.event_types),
-        dedup=settings.dedup,
+        dedup=settings.effective_dedup,
+        stateNamespace=namespace or None,
         agent="dry-run" if settings.effective_dry_run else settings.agent_url,
         a2aVersion=settings.a2a_version,
         controlNamespace=settings.control_namespace,
@@ -98,6 +170,12 @@ class Runtime:
         self._failed_at = float("-inf")
         self._lock = threading.Lock()
         self._clock = SystemClock()
+
+    def close(self) -> None:
+        with self._lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is not None:

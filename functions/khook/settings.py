@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -42,7 +43,15 @@ ENV = {
     "max_body_bytes": "KHOOK_MAX_BODY_BYTES",
     "max_signal_age": "KHOOK_MAX_SIGNAL_AGE",
     "log_level": "KHOOK_LOG_LEVEL",
+    "watch_namespaces": "KHOOK_WATCH_NAMESPACES",
+    "state_namespace": "KHOOK_STATE_NAMESPACE",
+    "pod_name": "POD_NAME",
+    "pod_namespace": "POD_NAMESPACE",
+    "kubeconfig": "KUBECONFIG",
 }
+HOOKS_FROM_CLUSTER = "cluster"  # KHOOK_HOOKS=cluster
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+CLUSTER_STORES = ("lease", "configmap")
 TOKEN_ENV = "KAGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
@@ -57,7 +66,7 @@ class Settings:
     rules: tuple[str, ...] = ()
     agent_url: str = ""
     a2a_version: str = "0.3"
-    dedup: str = DEFAULT_DEDUP
+    dedup: str = ""  # "" = lease in a cluster, else tinydb (see effective_dedup)
     control_namespace: str = DEFAULT_CONTROL_NAMESPACE
     dry_run: bool = False
     user_id: str = DEFAULT_USER_ID
@@ -69,6 +78,30 @@ class Settings:
     max_body_bytes: int = MIB
     max_signal_age: timedelta = timedelta(minutes=15)
     log_level: str = "info"
+    hooks_from_cluster: bool = False
+    watch_namespaces: tuple[str, ...] = ()  # () = all namespaces
+    state_namespace: str = ""  # "" = the pod's namespace
+    pod_name: str = ""
+    pod_namespace: str = ""
+    kubeconfig: str = ""
+    in_cluster: bool = False
+
+    @property
+    def effective_dedup(self) -> str:
+        if self.dedup:
+            return self.dedup
+        return "lease" if self.in_cluster else DEFAULT_DEDUP
+
+    @property
+    def uses_cluster(self) -> bool:
+        """Whether khook talks to the Kubernetes API at all."""
+        kind = self.effective_dedup.partition(":")[0]
+        return self.hooks_from_cluster or kind in CLUSTER_STORES
+
+    @property
+    def identity(self) -> str:
+        """Who this replica is, in Lease holders and Event reporting instances."""
+        return self.pod_name or "khook-local"
 
     @property
     def effective_dry_run(self) -> bool:
@@ -94,6 +127,16 @@ class Settings:
                 values[f.name] = env[name]
         if env.get(TOKEN_ENV):
             values["token"] = env[TOKEN_ENV]
+        hooks = values.get("hooks")
+        if isinstance(hooks, str) and hooks.strip() == HOOKS_FROM_CLUSTER:
+            del values["hooks"]
+            values["hooks_from_cluster"] = True
+        values["in_cluster"] = bool(env.get("KUBERNETES_SERVICE_HOST"))
+        if not values.get("pod_name") and env.get("HOSTNAME"):
+            values["pod_name"] = env["HOSTNAME"]
+        if not values.get("pod_namespace") and values["in_cluster"]:
+            with contextlib.suppress(OSError):
+                values["pod_namespace"] = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.coerce(values)
 
@@ -111,6 +154,8 @@ class Settings:
             raise SettingsError(f"a2a_version must be one of {A2A_VERSIONS}")
         if settings.agent_attempts < 1 or settings.agent_timeout <= 0:
             raise SettingsError("agent_attempts must be >= 1 and agent_timeout > 0")
+        if settings.hooks_from_cluster and settings.hooks:
+            raise SettingsError("read Hooks from files (--hooks) or the cluster, not both")
         if settings.threads < 1 or settings.workers < 1:
             raise SettingsError("threads and workers must be >= 1")
         if settings.max_body_bytes < 1024:
@@ -119,7 +164,7 @@ class Settings:
 
 
 def _coerce(key: str, value: object) -> object:
-    if key in ("hooks", "rules"):
+    if key in ("hooks", "rules", "watch_namespaces"):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return tuple(str(v) for v in value)  # type: ignore[attr-defined]
@@ -129,7 +174,7 @@ def _coerce(key: str, value: object) -> object:
         if isinstance(value, int | float):
             return float(value)
         return parse_duration(str(value)).total_seconds()
-    if key in ("dry_run", "agent_blocking"):
+    if key in ("dry_run", "agent_blocking", "hooks_from_cluster", "in_cluster"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

@@ -7,6 +7,7 @@ The app is the one functions-framework builds from khook's entry file, exactly a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,16 +22,19 @@ from khook.settings import Settings
 
 
 class FunctionServer:
-    def __init__(self, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, clock: Clock, build: Callable[[], Pipeline] | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.pipeline: Pipeline | None = None
+        make = build or (lambda: runtime.build_pipeline(settings, clock))
 
-        def build() -> Pipeline:
-            self.pipeline = runtime.build_pipeline(settings, clock)
+        def build_once() -> Pipeline:
+            self.pipeline = make()
             return self.pipeline
 
-        self.runtime = runtime.Runtime(settings, build)
+        self.runtime = runtime.Runtime(settings, build_once)
         runtime.install(self.runtime)
         app = create_app(target="handle", source=str(ENTRY), signature_type="http")
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
@@ -55,4 +59,4 @@ class FunctionServer:
         self._server.shutdown()
         self._thread.join(timeout=10)
         if self.pipeline is not None:
-            self.pipeline.agent.close()
+            self.pipeline.close()

@@ -1,5 +1,6 @@
 """Calling Kagent agents over A2A: the real client, and a dry run that only logs the request."""
 
+from khook.agent._breaker import CircuitBreaker
 from khook.agent._client import A2AClient
 from khook.agent._dryrun import DryRunClient
 from khook.agent._protocol import (
@@ -18,6 +19,7 @@ __all__ = [
     "AgentError",
     "AgentRequest",
     "AgentResult",
+    "CircuitBreaker",
     "DryRunClient",
     "build_http_request",
 ]

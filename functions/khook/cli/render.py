@@ -42,8 +42,11 @@ class _Static:
     def __init__(self, hooks: HookSet) -> None:
         self._hooks = hooks
 
-    def current(self) -> HookSet:
+    def current(self, wait: bool = True) -> HookSet:
         return self._hooks
+
+    def close(self) -> None:
+        pass
 
 
 class _Silent:

@@ -34,6 +34,20 @@ def add_parser(sub: Any) -> None:
         metavar="PATH",
         help=env_help("hooks", "Hook YAML file or directory (repeatable; reloaded on change)"),
     )
+    p.add_argument(
+        "--hooks-from-cluster",
+        action="store_true",
+        default=None,
+        help="read Hook resources from the API server, and write their status and Events "
+        "[env KHOOK_HOOKS=cluster]",
+    )
+    p.add_argument(
+        "--watch-namespace",
+        action="append",
+        metavar="NS",
+        dest="watch_namespaces",
+        help=env_help("watch_namespaces", "watch Hooks in this namespace only (repeatable)"),
+    )
     add_rules_option(p)
     p.add_argument("--agent-url", metavar="URL", help=env_help("agent_url", "Kagent base URL"))
     p.add_argument(
@@ -44,7 +58,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--dedup",
         metavar="STORE",
-        help=env_help("dedup", f"dedup store: memory | tinydb:PATH ({DEFAULT_DEDUP})"),
+        help=env_help(
+            "dedup",
+            f"dedup store: memory | tinydb:PATH | lease | configmap "
+            f"(lease in a cluster, else {DEFAULT_DEDUP})",
+        ),
+    )
+    p.add_argument(
+        "--state-namespace",
+        metavar="NS",
+        help=env_help("state_namespace", "namespace of the lease/configmap records (the pod's)"),
     )
     add_control_namespace_option(p)
     p.add_argument(
@@ -65,6 +88,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         agent_url=args.agent_url,
         a2a_version=args.a2a_version,
         dedup=args.dedup,
+        hooks_from_cluster=args.hooks_from_cluster,
+        watch_namespaces=args.watch_namespaces,
+        state_namespace=args.state_namespace,
         control_namespace=args.control_namespace,
         dry_run=args.dry_run,
     )
@@ -87,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         threads=settings.threads,
         workers=settings.workers,
         post_worker_init=lambda _worker: _warm(rt),
+        # On SIGTERM gunicorn stops accepting and lets in-flight requests finish; then the
+        # worker writes what its background writers hold.
+        worker_exit=lambda _server, _worker: rt.close(),
     ).run(settings.host, settings.port)
     return 0
 

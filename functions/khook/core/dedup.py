@@ -159,6 +159,7 @@ def decide(
     if previous is not None and previous.live(now):
         updated = replace(
             previous,
+            state=State.FIRING,  # a recurrence re-opens an incident resolved early
             last_seen=max(now, previous.last_seen),
             count=previous.count + 1,
             occurrences=_remember(previous.occurrences, obs.occurrence, OCCURRENCE_MEMORY),
@@ -188,6 +189,36 @@ def owns(current: Record | None, claimed: Record) -> bool:
 def confirm(current: Record | None, claimed: Record, task_id: str, context_id: str) -> Record:
     base = current if current is not None and owns(current, claimed) else claimed
     return replace(base, confirmed=True, task_id=task_id, context_id=context_id)
+
+
+def resolve(current: Record | None, resource: str, now: datetime) -> Record | None:
+    """The incident marked resolved early, when it is live, firing, and was seen only on
+    ``resource``, which now shows healthy; None when this does not resolve it."""
+    if current is None or not current.live(now) or current.state is State.RESOLVED:
+        return None
+    if set(current.resources) - {resource}:
+        return None  # other pods of the owner were part of it; one healthy pod is not enough
+    return replace(current, state=State.RESOLVED)
+
+
+def merge(stored: Record, local: Record, base: Record) -> Record:
+    """Fold what this replica saw since ``base`` (the version it last synced) into ``stored``
+    (what the store holds now, which other replicas may have advanced too)."""
+    state = local.state if local.state is not base.state else stored.state
+    occurrences = stored.occurrences
+    for item in local.occurrences:
+        occurrences = _remember(occurrences, item, OCCURRENCE_MEMORY)
+    resources = stored.resources
+    for item in local.resources:
+        resources = _remember(resources, item, RESOURCE_MEMORY)
+    return replace(
+        stored,
+        count=stored.count + max(0, local.count - base.count),
+        last_seen=max(stored.last_seen, local.last_seen),
+        state=state,
+        occurrences=occurrences,
+        resources=resources,
+    )
 
 
 def _remember(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ class FiringResult:
     context_id: str = ""
     retryable: bool = False
     retry_after: float | None = None
+    agent_called: bool = False
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,15 @@ class Outcome:
     results: tuple[FiringResult, ...] = ()
     event: ClusterEvent | None = None
     ignored: str = ""  # why nothing was matched, when nothing was
+    resolved: tuple[tuple[Hook, Record], ...] = ()  # incidents this event showed to be over
+    error: str = ""  # the event could not be judged, and a retry may fix that
 
     @property
     def retryable(self) -> bool:
         """A retry can fix something that failed: ask the sender to redeliver."""
-        return any(r.status is Status.FAILED and r.retryable for r in self.results)
+        return bool(self.error) or any(
+            r.status is Status.FAILED and r.retryable for r in self.results
+        )
 
     @property
     def retry_after(self) -> float | None:

@@ -6,14 +6,20 @@ joins the two into claim, release and confirm.
 """
 
 from khook.stores._base import KEEP, Claim, Deduplicator, RecordStore, StoreError
+from khook.stores._cache import CachedRecords
+from khook.stores._configmap import ConfigMapRecords
+from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
 from khook.stores._open import open_store
 from khook.stores._tinydb import TinyDBRecords
 
 __all__ = [
     "KEEP",
+    "CachedRecords",
     "Claim",
+    "ConfigMapRecords",
     "Deduplicator",
+    "LeaseRecords",
     "MemoryRecords",
     "RecordStore",
     "StoreError",

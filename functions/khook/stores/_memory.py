@@ -17,7 +17,7 @@ class MemoryRecords:
         self._records: dict[str, Record] = {}
         self._lock = threading.Lock()
 
-    def update(self, key: DedupKey, change: Change) -> None:
+    def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
         with self._lock:
             result = change(self._records.get(key.id))
             if isinstance(result, _Keep):
@@ -30,6 +30,10 @@ class MemoryRecords:
     def get(self, key: DedupKey) -> Record | None:
         with self._lock:
             return self._records.get(key.id)
+
+    def records(self, hook: str) -> list[Record]:
+        with self._lock:
+            return [r for r in self._records.values() if r.key.hook == hook]
 
     def prune(self, retention: timedelta) -> int:
         now = self._clock.now()

@@ -89,7 +89,7 @@ class TinyDBRecords:
                 finally:
                     fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
-    def update(self, key: DedupKey, change: Change) -> None:
+    def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
         record = Query()
         with self._locked_db() as db:
             table = db.table(_TABLE, cache_size=0)
@@ -107,6 +107,12 @@ class TinyDBRecords:
         with self._locked_db() as db:
             doc = db.table(_TABLE, cache_size=0).get(Query().key == key.id)
             return Record.from_json(dict(doc)) if isinstance(doc, dict) else None
+
+    def records(self, hook: str) -> list[Record]:
+        with self._locked_db() as db:
+            docs = db.table(_TABLE, cache_size=0).all()
+        found = [Record.from_json(dict(doc)) for doc in docs]
+        return [r for r in found if r.key.hook == hook]
 
     def prune(self, retention: timedelta) -> int:
         now = self._clock.now()

@@ -1,0 +1,195 @@
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+
+from khook.clock import Clock
+from khook.core.objects import format_time
+from khook.kubeapi import TIMEOUT, AlreadyExists, KubeError, NotFound, api_errors
+from khook.kubeapi import body as as_body
+from khook.logs import log
+from khook.ticker import Ticker
+
+logger = logging.getLogger("khook.events")
+
+COMPONENT = "khook"
+
+
+@dataclass(frozen=True)
+class HookRef:
+    namespace: str
+    name: str
+    uid: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class _Event:
+    hook: HookRef
+    reason: str
+    message: str
+    warning: bool
+
+
+class HookEventWriter:
+    """Kubernetes Events on Hooks (reporting component ``khook``), written off the request
+    path. ``DuplicateEventIgnored`` is aggregated: one Event per incident and replica whose
+    count grows, written at most once per ``duplicate_every`` seconds, never once per
+    duplicate."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        clock: Clock,
+        identity: str,
+        *,
+        interval: float = 1.0,
+        duplicate_every: float = 30.0,
+    ) -> None:
+        self._api = api
+        self._core = client.CoreV1Api(api)
+        self._clock = clock
+        self._identity = identity
+        self._duplicate_every = duplicate_every
+        self._queue: queue.Queue[_Event] = queue.Queue(maxsize=10_000)
+        self._duplicates: dict[tuple[HookRef, str, str], int] = {}
+        self._written: dict[tuple[HookRef, str, str], int] = {}
+        self._lock = threading.Lock()
+        self._last_duplicates = clock.monotonic()
+        self._ticker = Ticker("khook-events", interval, self._tick)
+        self.created = 0
+
+    def emit(self, hook: HookRef, reason: str, message: str, *, warning: bool = False) -> None:
+        try:
+            self._queue.put_nowait(_Event(hook, reason, message, warning))
+        except queue.Full:
+            log(logger, logging.WARNING, "event queue full; dropping", reason=reason)
+        self._ticker.ensure_started()
+
+    def duplicate(self, hook: HookRef, event_type: str, group: str) -> None:
+        with self._lock:
+            key = (hook, event_type, group)
+            self._duplicates[key] = self._duplicates.get(key, 0) + 1
+        self._ticker.ensure_started()
+
+    def flush(self, *, duplicates: bool = True) -> None:
+        while True:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._create(event.hook, event.reason, event.message, event.warning)
+        if duplicates:
+            self._flush_duplicates()
+
+    def _flush_duplicates(self) -> None:
+        with self._lock:
+            pending, self._duplicates = self._duplicates, {}
+        for (hook, event_type, group), count in pending.items():
+            total = self._written.get((hook, event_type, group), 0) + count
+            name = self._duplicate_name(hook, event_type, group)
+            message = f"Ignored {total} duplicate(s) of {event_type} for {group}: already firing"
+            try:
+                self._upsert(hook, name, message, total)
+                self._written[(hook, event_type, group)] = total
+            except KubeError as exc:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "could not write an Event",
+                    hook=hook.key,
+                    error=str(exc),
+                )
+
+    def _duplicate_name(self, hook: HookRef, event_type: str, group: str) -> str:
+        digest = hashlib.sha256(f"{event_type}|{group}|{self._identity}".encode()).hexdigest()
+        return f"{hook.name[:200]}.dup-{digest[:16]}"
+
+    def _upsert(self, hook: HookRef, name: str, message: str, total: int) -> None:
+        now = format_time(self._clock.now())
+        patch = {"count": total, "lastTimestamp": now, "message": message}
+        try:
+            with api_errors():
+                self._core.patch_namespaced_event(
+                    name, hook.namespace, as_body(patch), _request_timeout=TIMEOUT
+                )
+            return
+        except NotFound:
+            pass  # first time for this incident, or the Event expired: create it
+        event = self._body(
+            hook, name, reason="DuplicateEventIgnored", message=message, warning=False, count=total
+        )
+        try:
+            with api_errors():
+                self._core.create_namespaced_event(
+                    hook.namespace, as_body(event), _request_timeout=TIMEOUT
+                )
+        except AlreadyExists:
+            pass  # another thread of ours made it a moment ago; the next flush patches it
+
+    def _create(self, hook: HookRef, reason: str, message: str, warning: bool) -> None:
+        name = f"{hook.name[:200]}.{uuid.uuid4().hex[:16]}"
+        event = self._body(hook, name, reason=reason, message=message, warning=warning, count=1)
+        try:
+            with api_errors():
+                self._core.create_namespaced_event(
+                    hook.namespace, as_body(event), _request_timeout=TIMEOUT
+                )
+            self.created += 1
+        except KubeError as exc:
+            log(
+                logger,
+                logging.WARNING,
+                "could not write an Event",
+                hook=hook.key,
+                reason=reason,
+                error=str(exc),
+            )
+
+    def _body(
+        self, hook: HookRef, name: str, *, reason: str, message: str, warning: bool, count: int
+    ) -> dict[str, Any]:
+        now = format_time(self._clock.now())
+        involved = {
+            "apiVersion": "kagent.dev/v1alpha2",
+            "kind": "Hook",
+            "name": hook.name,
+            "namespace": hook.namespace,
+        }
+        if hook.uid:
+            involved["uid"] = hook.uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": hook.namespace},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "count": count,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._identity,
+        }
+
+    def _tick(self) -> None:
+        due = self._clock.monotonic() - self._last_duplicates >= self._duplicate_every
+        if due:
+            self._last_duplicates = self._clock.monotonic()
+        self.flush(duplicates=due)
+
+    def close(self) -> None:
+        self._ticker.close()
+        self.flush()

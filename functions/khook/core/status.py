@@ -1,0 +1,100 @@
+"""A Hook's status, built from its dedup records: pure, so every replica writes the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from khook.core.dedup import Record, State
+from khook.core.objects import format_time
+
+ACTIVE_EVENTS_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    reason: str  # HookConfigured | InvalidConfiguration | AgentUnavailable
+    message: str
+
+
+def readiness(
+    problems: Sequence[str], warnings: Sequence[str], unavailable_agents: Sequence[str]
+) -> Readiness:
+    if problems:
+        return Readiness(False, "InvalidConfiguration", "; ".join(problems))
+    if unavailable_agents:
+        return Readiness(
+            False,
+            "AgentUnavailable",
+            f"agent(s) {', '.join(sorted(unavailable_agents))} failing; calls paused briefly",
+        )
+    message = "Hook is configured"
+    if warnings:
+        message += "; warning: " + "; ".join(warnings)
+    return Readiness(True, "HookConfigured", message)
+
+
+def ready_condition(
+    state: Readiness, generation: int, now: datetime, previous: Iterable[Any] = ()
+) -> dict[str, Any]:
+    """A metav1.Condition; its lastTransitionTime moves only when its status does."""
+    status = "True" if state.ready else "False"
+    since = format_time(now)
+    for cond in previous:
+        same = isinstance(cond, Mapping) and cond.get("type") == "Ready"
+        if same and cond.get("status") == status and cond.get("lastTransitionTime"):
+            since = str(cond["lastTransitionTime"])
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": state.reason,
+        "message": state.message[:32768],
+        "observedGeneration": generation,
+        "lastTransitionTime": since,
+    }
+
+
+def active_event(record: Record, now: datetime) -> dict[str, Any]:
+    resource = record.resources[0] if record.resources else record.key.group
+    entry: dict[str, Any] = {
+        "eventType": record.key.event_type,
+        "resourceName": resource.partition("/")[2] or resource,
+        "resource": resource,
+        "group": record.key.group,
+        "namespace": record.key.namespace,
+        "firstSeen": format_time(record.first_seen),
+        "lastSeen": format_time(record.last_seen),
+        "status": record.state_at(now).value,
+        "count": record.count,
+    }
+    if record.task_id:
+        entry["taskId"] = record.task_id
+    if record.context_id:
+        entry["contextId"] = record.context_id
+    return entry
+
+
+def active_events(records: Iterable[Record], now: datetime) -> list[dict[str, Any]]:
+    """Confirmed incidents, the firing ones first, then the most recent."""
+    chosen = [r for r in records if r.confirmed]
+    chosen.sort(key=lambda r: (r.state_at(now) is not State.FIRING, -r.last_seen.timestamp()))
+    return [active_event(r, now) for r in chosen[:ACTIVE_EVENTS_LIMIT]]
+
+
+def status_patch(
+    events: list[dict[str, Any]] | None,
+    condition: dict[str, Any],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    status: dict[str, Any] = {
+        "lastUpdated": format_time(now),
+        "observedGeneration": generation,
+        "conditions": [condition],
+    }
+    if events is not None:
+        status["activeEvents"] = events
+    return {"status": status}

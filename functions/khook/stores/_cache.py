@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from khook.clock import Clock
+from khook.core.dedup import DedupKey, Record, merge
+from khook.logs import log
+from khook.stores._base import KEEP, Change, RecordStore, StoreError, _Keep
+from khook.ticker import Ticker
+
+logger = logging.getLogger("khook.dedup")
+
+
+@dataclass
+class _Entry:
+    record: Record  # what this replica believes now
+    synced: Record  # what the store held when this replica last read or wrote it
+
+    @property
+    def dirty(self) -> bool:
+        return self.record != self.synced
+
+
+class CachedRecords:
+    """A replica's memory of incidents it knows to be live, in front of a shared store.
+
+    Only *confirmed* records are kept (the agent accepted the call, so no replica will release
+    them); while one is live, a duplicate is decided here and costs no API call. What
+    duplicates change (lastSeen, count, occurrences, state) is written back lazily, at most
+    once per record every ``sync_every`` seconds, merged into whatever other replicas wrote.
+    """
+
+    def __init__(self, inner: RecordStore, clock: Clock, sync_every: float = 5.0) -> None:
+        self.inner = inner
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._ticker = Ticker("khook-sync", sync_every, self.sync)
+
+    def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
+        now = self._clock.now()
+        with self._lock:
+            entry = self._entries.get(key.id)
+            if entry is not None and not entry.record.live(now):
+                self._entries.pop(key.id)
+                entry = None
+            if entry is not None:
+                result = change(entry.record)
+                if isinstance(result, _Keep):
+                    return
+                if isinstance(result, Record) and result.holder == entry.record.holder:
+                    entry.record = result
+                    self._ticker.ensure_started()
+                    return
+        # Not known here, or a change only the store may decide: go to the store.
+        seen: list[tuple[Record | None, Record | _Keep | None]] = []
+
+        def watched(current: Record | None) -> Record | _Keep | None:
+            result = change(current)
+            seen[:] = [(current, result)]
+            return result
+
+        self.inner.update(key, watched, expect_absent=expect_absent and entry is None)
+        if not seen:
+            return
+        current, result = seen[0]
+        known = current if isinstance(result, _Keep) else result
+        with self._lock:
+            if isinstance(known, Record) and known.confirmed and known.live(now):
+                self._entries[key.id] = _Entry(known, known)
+            else:
+                self._entries.pop(key.id, None)
+
+    def flush(self) -> int:
+        return self.sync()
+
+    def sync(self) -> int:
+        """Write back what duplicates changed; returns how many records were written."""
+        with self._lock:
+            now = self._clock.now()
+            for key_id in [
+                k for k, e in self._entries.items() if not e.dirty and not e.record.live(now)
+            ]:
+                del self._entries[key_id]
+            dirty = [(k, e.record, e.synced) for k, e in self._entries.items() if e.dirty]
+        return sum(self._sync_one(key_id, local, base) for key_id, local, base in dirty)
+
+    def _sync_one(self, key_id: str, local: Record, base: Record) -> int:
+        stored: list[Record] = []
+
+        def fold(current: Record | None) -> Record | _Keep | None:
+            if current is None or current.holder != local.holder:
+                return KEEP  # gone or superseded: nothing of ours to add
+            merged = merge(current, local, base)
+            stored[:] = [merged]
+            return merged
+
+        try:
+            self.inner.update(DedupKey.from_id(key_id), fold)
+        except StoreError as exc:
+            log(
+                logger, logging.WARNING, "could not sync a dedup record", key=key_id, error=str(exc)
+            )
+            return 0
+        with self._lock:
+            entry = self._entries.get(key_id)
+            if entry is None:
+                pass
+            elif not stored:
+                del self._entries[key_id]
+            elif entry.record == local:
+                self._entries[key_id] = _Entry(stored[0], stored[0])
+            else:  # more duplicates arrived meanwhile: keep them, rebased on the store
+                entry.record = merge(stored[0], entry.record, local)
+                entry.synced = stored[0]
+        return 1 if stored else 0
+
+    def records(self, hook: str) -> list[Record]:
+        return self.inner.records(hook)
+
+    def prune(self, retention: timedelta) -> int:
+        return self.inner.prune(retention)
+
+    def close(self) -> None:
+        self._ticker.close()
+        self.sync()
+        self.inner.close()
