@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -111,8 +112,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    process: subprocess.Popen[str]
+
+
 @contextmanager
-def khook_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+def khook_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
     port = _free_port()
     proc = subprocess.Popen(
         [KHOOK, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
@@ -134,15 +141,17 @@ def khook_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"khook serve did not start: {proc.communicate()[1]}")
             time.sleep(0.1)
-        yield url
+        yield Served(url, proc)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def test_serve_dry_run_and_send(tmp_path: Path) -> None:
     dedup = f"tinydb:{tmp_path}/dedup.json"
-    with khook_serve("--hooks", str(HOOKS), "--dedup", dedup) as url:
+    with khook_serve("--hooks", str(HOOKS), "--dedup", dedup) as served:
+        url = served.url
         sample = str(SAMPLES / "oom-kill-pod-status.json")
         out = subprocess.run(
             [KHOOK, "send", sample, sample, "--to", url], capture_output=True, text=True, check=True
@@ -197,7 +206,8 @@ def test_two_processes_share_the_tinydb_record(tmp_path: Path) -> None:
     dedup = f"tinydb:{tmp_path}/shared.json"
     with A2AAgentServer() as agent:
         common = ("--hooks", str(HOOKS), "--dedup", dedup, "--agent-url", agent.url)
-        with khook_serve(*common) as first, khook_serve(*common) as second:
+        with khook_serve(*common) as one, khook_serve(*common) as two:
+            first, second = one.url, two.url
             sample = str(SAMPLES / "pod-restart-crashloop-pod-status.json")
             procs = [
                 subprocess.Popen(

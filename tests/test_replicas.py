@@ -62,7 +62,7 @@ def test_replicas_race_and_one_call_is_made_per_incident(tmp_path: Path, store: 
         urls = [
             stack.enter_context(
                 khook_serve(*args, env={"KUBECONFIG": str(kubeconfig), "POD_NAME": f"khook-{i}"})
-            )
+            ).url
             for i in range(REPLICAS)
         ]
         clients = [stack.enter_context(httpx.Client(base_url=u, timeout=30)) for u in urls]

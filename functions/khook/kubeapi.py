@@ -80,7 +80,9 @@ def api_errors() -> Iterator[None]:
         raise KubeError(0, "Unreachable", str(exc)) from exc
 
 
-def connect(*, in_cluster: bool, kubeconfig: str = "") -> client.ApiClient:
+def connect(
+    *, in_cluster: bool, kubeconfig: str = "", component: str = "khook"
+) -> client.ApiClient:
     """The in-cluster service account when running in a pod, else KUBECONFIG/~/.kube/config."""
     configuration = client.Configuration()
     try:
@@ -92,12 +94,12 @@ def connect(*, in_cluster: bool, kubeconfig: str = "") -> client.ApiClient:
             )
     except (config.ConfigException, OSError, TypeError, ValueError) as exc:
         raise KubeError(0, "NoCredentials", f"cannot load Kubernetes credentials: {exc}") from exc
-    return identify(client.ApiClient(configuration))
+    return identify(client.ApiClient(configuration), component)
 
 
-def identify(api: client.ApiClient) -> client.ApiClient:
+def identify(api: client.ApiClient, component: str = "khook") -> client.ApiClient:
     """Say who is calling, so audit logs (and tests) can tell khook's requests apart."""
-    api.user_agent = f"khook/{__version__}"
+    api.user_agent = f"{component}/{__version__}"
     return api
 
 

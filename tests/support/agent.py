@@ -53,9 +53,9 @@ class RawRequest:
 
 @dataclass
 class Fault:
-    status: int
+    status: int  # 0: no fault, answer normally (after the delay)
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds to hold the answer (for timeouts)
+    delay: float = 0.0  # seconds to hold the answer (for timeouts, and slow agents)
 
 
 class _Executor(AgentExecutor):
@@ -151,9 +151,9 @@ class A2AAgentServer:
         with self._lock:
             self.raw.append(RawRequest(scope["method"], scope["path"], headers, parsed))
             fault = self.faults.pop(0) if self.faults and scope["method"] == "POST" else None
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
+        if fault is not None and fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault is not None and fault.status:
             await send(
                 {
                     "type": "http.response.start",

@@ -20,9 +20,10 @@ from khook.runtime import build_pipeline
 from khook.settings import Settings
 from tests.support.apiserver import DEFAULT_RESOURCES, APIServer, RecordedRequest
 from tests.support.events import ROOT
-from tests.support.rbac import ungranted
+from tests.support.rbac import grants, ungranted
 
 STATE_NAMESPACE = "khook-system"
+SOURCE_RBAC = ROOT / "sources" / "base"
 _CRD = yaml.safe_load((ROOT / "config" / "crd" / "hooks.kagent.dev.yaml").read_text())
 _SCHEMA = jsonschema.Draft7Validator(_CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
@@ -49,6 +50,9 @@ def apiserver() -> Iterator[APIServer]:
         yield server
         missing = ungranted(khook_requests(server))
         assert not missing, f"khook called what config/rbac/ does not grant: {missing}"
+        source = [r for r in server.requests if r.user_agent.startswith("khook-source/")]
+        missing = ungranted(source, grants(SOURCE_RBAC, ("khook-system", "khook-source")))
+        assert not missing, f"khook source called what sources/ does not grant: {missing}"
 
 
 def wait_until(check: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:

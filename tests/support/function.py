@@ -37,6 +37,14 @@ class FunctionServer:
         self.runtime = runtime.Runtime(settings, build_once)
         runtime.install(self.runtime)
         app = create_app(target="handle", source=str(ENTRY), signature_type="http")
+        self.handled = 0
+        wsgi = app.wsgi_app
+
+        def counting(environ: Any, start_response: Any) -> Any:
+            self.handled += 1
+            return wsgi(environ, start_response)
+
+        app.wsgi_app = counting
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(

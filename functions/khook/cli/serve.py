@@ -16,6 +16,9 @@ from khook.logs import configure
 from khook.settings import DEFAULT_DEDUP, Settings, SettingsError
 
 ENTRY = Path(__file__).resolve().parent.parent / "entry" / "main.py"
+# gunicorn's worker heartbeat files, kept in memory so the root filesystem can be read-only;
+# gunicorn creates them with mkstemp, private to the worker.
+SHM = Path("/dev/shm")  # noqa: S108
 
 
 def add_parser(sub: Any) -> None:
@@ -112,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         False,
         threads=settings.threads,
         workers=settings.workers,
+        graceful_timeout=max(1, round(settings.graceful_timeout)),
+        worker_tmp_dir=str(SHM) if SHM.is_dir() else None,
         post_worker_init=lambda _worker: _warm(rt),
         # On SIGTERM gunicorn stops accepting and lets in-flight requests finish; then the
         # worker writes what its background writers hold.

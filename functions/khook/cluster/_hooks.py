@@ -1,22 +1,19 @@
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from kubernetes import client
-from kubernetes.watch.watch import iter_resp_lines
 
 from khook.clock import Clock
 from khook.core.hooks import Hook, HookInvalid, hook_identity, parse_hook
 from khook.core.objects import get_int, get_str
 from khook.files import HookSet
-from khook.kubeapi import TIMEOUT, Gone, KubeError, api_errors
+from khook.listwatch import ListWatch
 from khook.logs import log
 
 logger = logging.getLogger("khook.hooks")
@@ -43,8 +40,8 @@ class HookDoc:
 
 
 class ClusterHookSource:
-    """Hooks from the API server: list, then watch from the list's resourceVersion; re-list on
-    410 Gone; reconnect with backoff. Events are matched against this cache, never with an
+    """Hooks from the API server, followed by list-then-watch (see :mod:`khook.listwatch`).
+    Events are matched against this cache, never with an
     API call per event. ``on_change`` hears of every Hook that was added, changed or deleted
     (for its status)."""
 
@@ -74,9 +71,7 @@ class ClusterHookSource:
         self._lock = threading.Lock()
         self._listed: set[str] = set()
         self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._responses: dict[str, Any] = {}
+        self._watchers: list[ListWatch] = []
 
     # ---- the HookSource face ------------------------------------------------------------
 
@@ -99,60 +94,28 @@ class ClusterHookSource:
 
     def start(self) -> None:
         for scope in self._scopes:
-            thread = threading.Thread(
-                target=self._run, args=(scope,), name=f"khook-hooks-{scope or 'all'}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-
-    def close(self) -> None:
-        self._stop.set()
-        for response in list(self._responses.values()):
-            with contextlib.suppress(Exception):  # closing a dying stream; nothing to do
-                response.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-    # ---- list and watch -------------------------------------------------------------------
-
-    def _run(self, scope: str) -> None:
-        version, delay = "", 1.0
-        while not self._stop.is_set():
-            try:
-                if not version:
-                    version = self._list(scope)
-                version = self._watch(scope, version)
-                delay = 1.0
-            except Gone:
-                log(logger, logging.INFO, "hook watch expired; listing again", scope=scope)
-                version = ""
-            except Exception as exc:
-                if self._stop.is_set():
-                    return  # closing the stream under the reader ends up here
-                log(
-                    logger,
-                    logging.WARNING,
-                    "hook watch failed; retrying",
-                    scope=scope,
-                    error=str(exc),
-                    retryIn=round(delay, 1),
-                )
-                self._stop.wait(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
-                delay = min(delay * 2, self._max_backoff)
-
-    def _list(self, scope: str) -> str:
-        with api_errors():
             if scope:
-                found = self._objects.list_namespaced_custom_object(
-                    GROUP, VERSION, scope, PLURAL, _request_timeout=TIMEOUT
+                call = partial(
+                    self._objects.list_namespaced_custom_object, GROUP, VERSION, scope, PLURAL
                 )
             else:
-                found = self._objects.list_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, _request_timeout=TIMEOUT
-                )
-        if not isinstance(found, Mapping):
-            raise KubeError(0, "BadResponse", "listing hooks returned no object")
-        items = [i for i in found.get("items", []) if isinstance(i, Mapping)]
+                call = partial(self._objects.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+            watcher = ListWatch(
+                f"khook-hooks-{scope or 'all'}",
+                call,
+                on_list=partial(self._listed_scope, scope),
+                on_event=self._event,
+                watch_timeout=self._watch_timeout,
+                max_backoff=self._max_backoff,
+            )
+            watcher.start()
+            self._watchers.append(watcher)
+
+    def close(self) -> None:
+        for watcher in self._watchers:
+            watcher.close()
+
+    def _listed_scope(self, scope: str, items: list[Mapping[str, Any]]) -> None:
         keys = {"/".join(hook_identity(i, "default")) for i in items}
         with self._lock:
             gone = [
@@ -168,47 +131,8 @@ class ClusterHookSource:
         if self._listed >= set(self._scopes):
             self._ready.set()
         log(logger, logging.INFO, "hooks listed", scope=scope or "all namespaces", hooks=len(items))
-        return str(found.get("metadata", {}).get("resourceVersion", ""))
 
-    def _watch(self, scope: str, version: str) -> str:
-        kwargs: dict[str, Any] = {
-            "watch": True,
-            "resource_version": version,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": self._watch_timeout,
-            "_preload_content": False,
-            "_request_timeout": (TIMEOUT[0], self._watch_timeout + 15),
-        }
-        with api_errors():
-            if scope:
-                response: Any = self._objects.list_namespaced_custom_object(
-                    GROUP, VERSION, scope, PLURAL, **kwargs
-                )
-            else:
-                response = self._objects.list_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, **kwargs
-                )
-            self._responses[scope] = response
-            try:
-                for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
-                    if self._stop.is_set():
-                        break
-                    version = self._event(json.loads(line)) or version
-            finally:
-                self._responses.pop(scope, None)
-                response.close()
-        return version
-
-    def _event(self, event: Mapping[str, Any]) -> str:
-        kind, obj = event.get("type"), event.get("object")
-        if not isinstance(obj, Mapping):
-            return ""
-        if kind == "ERROR":
-            code = int(obj.get("code") or 0)
-            if code == 410:
-                raise Gone(410, str(obj.get("reason", "Expired")), str(obj.get("message", "")))
-            raise KubeError(code, str(obj.get("reason", "")), str(obj.get("message", "")))
-        version = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
         if kind in ("ADDED", "MODIFIED"):
             doc = self._apply(obj)
             if doc is not None:
@@ -220,7 +144,6 @@ class ClusterHookSource:
             if doc is not None:
                 log(logger, logging.INFO, "hook deleted", hook=key)
                 self._notify([_deleted(doc)])
-        return version
 
     def _apply(self, obj: Mapping[str, Any]) -> HookDoc | None:
         namespace, name = hook_identity(obj, "default")

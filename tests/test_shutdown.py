@@ -1,0 +1,43 @@
+"""On SIGTERM khook stops taking new events and finishes the ones in flight."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import httpx
+
+from khook.cli._common import load_sample
+from tests.support.agent import A2AAgentServer, Fault
+from tests.support.cluster import wait_until
+from tests.support.events import HOOKS, SAMPLES
+from tests.test_cli import khook_serve
+
+
+def test_sigterm_finishes_the_event_in_flight() -> None:
+    headers, body = load_sample(SAMPLES / "oom-kill-pod-status.json")
+    answers: list[httpx.Response] = []
+    with A2AAgentServer() as agent:
+        agent.fail_next(Fault(0, delay=2.0))  # a slow agent: the call is in flight for 2 s
+        args = ("--hooks", str(HOOKS), "--dedup", "memory", "--agent-url", agent.url)
+        with khook_serve(*args, env={"KHOOK_GRACEFUL_TIMEOUT": "20s"}) as served:
+
+            def deliver() -> None:
+                answers.append(httpx.post(served.url, headers=headers, content=body, timeout=30))
+
+            sender = threading.Thread(target=deliver)
+            sender.start()
+            wait_until(agent.posts, what="the agent call to start")
+            served.process.send_signal(signal.SIGTERM)
+            sender.join(timeout=30)
+            assert served.process.wait(timeout=30) == 0
+            try:
+                httpx.post(served.url, headers=headers, content=body, timeout=2)
+                refused = False
+            except httpx.TransportError:
+                refused = True
+        assert refused, "no new events after SIGTERM"
+        (answer,) = answers
+        assert answer.status_code == 202
+        assert answer.headers["X-Khook-Outcome"] == "fired=1 duplicate=0 failed=0"
+        assert len(agent.messages()) == 1
