@@ -382,3 +382,26 @@ def test_settings_for_the_cluster() -> None:
     assert settings.identity == "khook-abc"
     local = Settings.from_env({})
     assert local.effective_dedup.startswith("tinydb:") and not local.uses_cluster
+
+
+def test_an_event_before_the_hooks_could_be_listed_is_redelivered_not_lost(
+    clock: FakeClock, agent: A2AAgentServer
+) -> None:
+    with apiserver() as server:
+        api = server.api_client()
+    # The API server is gone: the Hook list cannot come.
+    from khook.runtime import build_pipeline
+
+    settings = cluster_settings(agent.url, cold_start_wait=0.2)
+    pipeline = build_pipeline(settings, clock, api=api, background=False)
+    try:
+        fn = FunctionServer(settings, clock, lambda: pipeline).__enter__()
+        try:
+            r = post(fn, oom_pod())
+            assert r.status_code == 503
+            assert "not been listed" in r.json()["error"]
+            assert fn.get("/readyz").status_code == 503
+        finally:
+            fn.__exit__(None, None, None)
+    finally:
+        pipeline.close()

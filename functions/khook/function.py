@@ -21,7 +21,7 @@ from cloudevents.exceptions import GenericException
 from cloudevents.http import from_http
 
 from khook.core.events import Envelope
-from khook.core.outcome import Counts, Outcome
+from khook.core.outcome import Counts, Outcome, Status
 from khook.logs import log
 from khook.runtime import NotReady, current
 from khook.settings import SettingsError
@@ -140,7 +140,9 @@ def _health(path: str) -> flask.Response:
 
 def _outcome_response(outcome: Outcome) -> flask.Response:
     if outcome.retryable:
-        response = _response(503, outcome=outcome)
+        reasons = [outcome.error] if outcome.error else []
+        reasons += [r.reason for r in outcome.results if r.status is Status.FAILED and r.retryable]
+        response = _response(503, outcome=outcome, body={"error": "; ".join(reasons)})
         if outcome.retry_after is not None:
             response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
         return response

@@ -137,7 +137,11 @@ class Pipeline:
         event = self._with_owner(event)
         detections = classify(event, self.rules)
         types = tuple(event_types(detections))
-        hooks = self.hooks.current().hooks
+        hook_set = self.hooks.current()
+        if not hook_set.synced:
+            # Answering 202 now would lose the event: ask for a redelivery instead.
+            return Outcome(event=event, error="the Hooks have not been listed yet")
+        hooks = hook_set.hooks
         resolved = self._resolve(event, hooks) if is_healthy(event) else ()
         if not detections:
             return Outcome(event=event, ignored="no classification rule matched", resolved=resolved)

@@ -115,6 +115,7 @@ def build_pipeline(
             clock=clock,
             namespaces=settings.watch_namespaces,
             on_change=status.hooks_changed,
+            cold_start_wait=settings.cold_start_wait,
         )
         cluster_hooks.start()
         hooks, recorder = cluster_hooks, KubeRecorder(status, events)

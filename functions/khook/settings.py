@@ -44,6 +44,7 @@ ENV = {
     "max_signal_age": "KHOOK_MAX_SIGNAL_AGE",
     "log_level": "KHOOK_LOG_LEVEL",
     "graceful_timeout": "KHOOK_GRACEFUL_TIMEOUT",
+    "cold_start_wait": "KHOOK_COLD_START_WAIT",
     "watch_namespaces": "KHOOK_WATCH_NAMESPACES",
     "state_namespace": "KHOOK_STATE_NAMESPACE",
     "pod_name": "POD_NAME",
@@ -80,6 +81,7 @@ class Settings:
     max_signal_age: timedelta = timedelta(minutes=15)
     log_level: str = "info"
     graceful_timeout: float = 60.0  # after SIGTERM, seconds to finish in-flight events
+    cold_start_wait: float = 10.0  # how long a first event waits for the first Hook list
     hooks_from_cluster: bool = False
     watch_namespaces: tuple[str, ...] = ()  # () = all namespaces
     state_namespace: str = ""  # "" = the pod's namespace
@@ -172,7 +174,7 @@ def _coerce(key: str, value: object) -> object:
         return tuple(str(v) for v in value)  # type: ignore[attr-defined]
     if key in ("port", "threads", "workers", "agent_attempts", "max_body_bytes"):
         return int(str(value))
-    if key in ("agent_timeout", "graceful_timeout"):
+    if key in ("agent_timeout", "graceful_timeout", "cold_start_wait"):
         if isinstance(value, int | float):
             return float(value)
         return parse_duration(str(value)).total_seconds()

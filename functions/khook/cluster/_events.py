@@ -5,6 +5,7 @@ import logging
 import queue
 import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from khook.ticker import Ticker
 logger = logging.getLogger("khook.events")
 
 COMPONENT = "khook"
+WRITTEN_LIMIT = 10_000  # aggregated Events whose count this replica remembers
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class HookEventWriter:
         self._duplicate_every = duplicate_every
         self._queue: queue.Queue[_Event] = queue.Queue(maxsize=10_000)
         self._duplicates: dict[tuple[HookRef, str, str], int] = {}
-        self._written: dict[tuple[HookRef, str, str], int] = {}
+        self._written: OrderedDict[tuple[HookRef, str, str], int] = OrderedDict()
         self._lock = threading.Lock()
         self._last_duplicates = clock.monotonic()
         self._ticker = Ticker("khook-events", interval, self._tick)
@@ -102,6 +104,9 @@ class HookEventWriter:
             try:
                 self._upsert(hook, name, message, total)
                 self._written[(hook, event_type, group)] = total
+                self._written.move_to_end((hook, event_type, group))
+                while len(self._written) > WRITTEN_LIMIT:
+                    self._written.popitem(last=False)
             except KubeError as exc:
                 log(
                     logger,
