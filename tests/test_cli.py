@@ -219,3 +219,39 @@ def test_two_processes_share_the_tinydb_record(tmp_path: Path) -> None:
         assert sum("fired=1" in o for o in outs) == 1
         assert sum("duplicate=1" in o for o in outs) == 3
         assert len(agent.messages()) == 1
+
+
+def test_the_documented_functions_framework_command_serves_khook(tmp_path: Path) -> None:
+    """`functions-framework --target handle --source functions/main.py`, configured by env."""
+    port = _free_port()
+    env = {**os.environ, "KHOOK_HOOKS": str(HOOKS), "KHOOK_DEDUP": "memory", "THREADS": "4"}
+    framework = str(Path(KHOOK).with_name("functions-framework"))
+    proc = subprocess.Popen(
+        [framework, "--target", "handle", "--source", "functions/main.py", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        out = subprocess.run(
+            [KHOOK, "send", str(SAMPLES / "oom-kill-pod-status.json"), "--to", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0" in out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

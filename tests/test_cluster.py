@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from khook.runtime import build_pipeline
 from khook.settings import Settings
 from tests.conftest import FunctionFactory
 from tests.support.agent import A2AAgentServer, Fault
@@ -27,7 +28,15 @@ from tests.support.cluster import (
     khook_requests,
     wait_until,
 )
-from tests.support.events import apiserver_event, binary, captured, core_event, oom_status, pod
+from tests.support.events import (
+    apiserver_event,
+    binary,
+    captured,
+    core_event,
+    envelope,
+    oom_status,
+    pod,
+)
 from tests.support.function import FunctionServer
 
 OUTCOME = "X-Khook-Outcome"
@@ -185,11 +194,6 @@ def test_a_restart_inside_the_window_does_not_refire(
     settings = cluster_settings(agent.url)
     first = cluster_pipeline(server, clock, settings)
     event = apiserver_event(oom_pod())
-    from khook.core.events import Envelope
-
-    def envelope(ce: Any) -> Envelope:
-        return Envelope({k: str(v) for k, v in ce.get_attributes().items()}, ce.get_data())
-
     assert first.process(envelope(event)).counts().fired == 1
     first.close()
     clock.advance(timedelta(minutes=9))
@@ -390,8 +394,6 @@ def test_an_event_before_the_hooks_could_be_listed_is_redelivered_not_lost(
     with apiserver() as server:
         api = server.api_client()
     # The API server is gone: the Hook list cannot come.
-    from khook.runtime import build_pipeline
-
     settings = cluster_settings(agent.url, cold_start_wait=0.2)
     pipeline = build_pipeline(settings, clock, api=api, background=False)
     try:

@@ -15,7 +15,7 @@ from khook.kubeapi import identify
 from khook.stores import ConfigMapRecords, Deduplicator, LeaseRecords, StoreError, _configmap
 from tests.support.apiserver import APIServer
 from tests.support.clock import FakeClock
-from tests.support.cluster import STATE_NAMESPACE, apiserver, khook_requests
+from tests.support.cluster import STATE_NAMESPACE, apiserver, khook_requests, wait_until
 
 KEY = DedupKey("default/pods", "oom-kill", "default", "Deployment/web")
 WINDOW = timedelta(minutes=10)
@@ -164,3 +164,16 @@ def test_configmap_prunes_and_stays_within_its_bound(
         dedup.claim(
             DedupKey("default/pods", "oom-kill", "default", "Pod/x"), obs("x", clock), WINDOW
         )
+
+
+def test_expired_leases_are_deleted_in_the_background(server: APIServer, clock: FakeClock) -> None:
+    store = lease_store(server, clock)
+    dedup = Deduplicator(store, clock, AGE)
+    dedup.claim(KEY, obs("a", clock), WINDOW)
+    clock.advance(WINDOW + AGE + timedelta(seconds=Deduplicator.PRUNE_EVERY_SECONDS))
+    other = DedupKey("default/pods", "oom-kill", "default", "Deployment/db")
+    dedup.claim(other, obs("b", clock), WINDOW)  # the first claim a minute on starts a prune
+    wait_until(
+        lambda: [r.key for r in store.records("default/pods")] == [other],
+        what="the background prune",
+    )

@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from cloudevents.http import CloudEvent
-
 from khook.core.events import Envelope
 from tests.support.agent import A2AAgentServer, Fault
 from tests.support.apiserver import APIServer
@@ -22,12 +20,8 @@ from tests.support.cluster import (
     khook_requests,
     wait_until,
 )
-from tests.support.events import apiserver_event, oom_status, pod, sample_object
+from tests.support.events import apiserver_event, envelope, oom_status, pod, sample_object
 from tests.support.rbac import grants
-
-
-def envelope(ce: CloudEvent) -> Envelope:
-    return Envelope({k: str(v) for k, v in ce.get_attributes().items()}, ce.get_data())
 
 
 def reference(kind: str, name: str, namespace: str = "") -> Envelope:

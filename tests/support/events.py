@@ -10,6 +10,8 @@ from typing import Any
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
+from khook.core.events import Envelope
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sources" / "samples"
 CAPTURED = ROOT / "tests" / "fixtures" / "captured"
@@ -34,6 +36,11 @@ def apiserver_event(obj: dict[str, Any], action: str = "update", **attrs: Any) -
     }
     attributes.update(attrs)
     return CloudEvent(attributes, obj)
+
+
+def envelope(event: CloudEvent) -> Envelope:
+    """What the HTTP entry hands the pipeline for this CloudEvent."""
+    return Envelope({k: str(v) for k, v in event.get_attributes().items()}, event.get_data())
 
 
 def binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
