@@ -108,30 +108,35 @@ class Pipeline:
     def _process(self, envelope: Envelope) -> Outcome:
         decoded = decode(envelope, self.clock.now())
         if isinstance(decoded, Reference):
-            if self.reader is None:
-                log(
-                    logger,
-                    logging.WARNING,
-                    "Reference-mode event needs the object",
-                    resource=decoded.ref.display,
-                )
-                return Outcome(
-                    ignored=f"Reference-mode event for {decoded.ref.display}: khook needs the "
-                    "object; run the ApiServerSource in Resource mode, or khook in cluster mode"
-                )
-            try:
-                obj = self.reader.get(decoded.ref)
-            except Exception as exc:
-                return Outcome(error=f"cannot read {decoded.ref.display}: {exc}")
-            if obj is None:
-                return Outcome(ignored=f"{decoded.ref.display} no longer exists")
-            fetched = decode_object(obj, action=decoded.action, observed_at=decoded.observed_at)
-            if isinstance(fetched, ClusterEvent):
-                return self.process_event(fetched)
+            fetched = self._fetch(decoded)
+            if isinstance(fetched, Outcome):
+                return fetched
             decoded = fetched
-        if isinstance(decoded, NotOfInterest | Reference):
-            return Outcome(ignored=getattr(decoded, "reason", "a reference to a reference"))
+        if isinstance(decoded, NotOfInterest):
+            return Outcome(ignored=decoded.reason)
         return self.process_event(decoded)
+
+    def _fetch(self, reference: Reference) -> ClusterEvent | NotOfInterest | Outcome:
+        """Reference mode carries only a name: read the object it names."""
+        ref = reference.ref
+        if self.reader is None:
+            log(
+                logger,
+                logging.WARNING,
+                "Reference-mode event needs the object",
+                resource=ref.display,
+            )
+            return Outcome(
+                ignored=f"Reference-mode event for {ref.display}: khook needs the object; run "
+                "the ApiServerSource in Resource mode, or khook in cluster mode"
+            )
+        try:
+            obj = self.reader.get(ref)
+        except Exception as exc:  # whatever the reader's failure, a redelivery may succeed
+            return Outcome(error=f"cannot read {ref.display}: {exc}")
+        if obj is None:
+            return Outcome(ignored=f"{ref.display} no longer exists")
+        return decode_object(obj, action=reference.action, observed_at=reference.observed_at)
 
     def process_event(self, event: ClusterEvent) -> Outcome:
         event = self._with_owner(event)

@@ -147,7 +147,7 @@ def decode_object(
     envelope_id: str = "",
     envelope_type: str = "",
     source: str = "",
-) -> Decoded:
+) -> ClusterEvent | NotOfInterest:
     """Judge a Kubernetes object by its own apiVersion/kind, never by the envelope's claims."""
     if not isinstance(data, Mapping):
         return NotOfInterest("event data is not a JSON object")
