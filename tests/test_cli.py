@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -119,11 +120,13 @@ class Served:
 
 
 @contextmanager
-def khook_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Served]:
-    port = _free_port()
+def serving(
+    argv: list[str], port: int, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[Served]:
+    """Run a server process until it answers /readyz; stop it afterwards."""
     proc = subprocess.Popen(
-        [KHOOK, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT,
+        argv,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -139,13 +142,20 @@ def khook_serve(*args: str, env: dict[str, str] | None = None) -> Iterator[Serve
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"khook serve did not start: {proc.communicate()[1]}")
+                raise RuntimeError(f"{argv[0]} did not start: {proc.communicate()[1]}")
             time.sleep(0.1)
         yield Served(url, proc)
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def khook_serve(
+    *args: str, env: dict[str, str] | None = None
+) -> contextlib.AbstractContextManager[Served]:
+    port = _free_port()
+    return serving([KHOOK, "serve", "--host", "127.0.0.1", "--port", str(port), *args], port, env)
 
 
 def test_serve_dry_run_and_send(tmp_path: Path) -> None:
@@ -221,37 +231,15 @@ def test_two_processes_share_the_tinydb_record(tmp_path: Path) -> None:
         assert len(agent.messages()) == 1
 
 
-def test_the_documented_functions_framework_command_serves_khook(tmp_path: Path) -> None:
+def test_the_documented_functions_framework_command_serves_khook() -> None:
     """`functions-framework --target handle --source functions/main.py`, configured by env."""
     port = _free_port()
-    env = {**os.environ, "KHOOK_HOOKS": str(HOOKS), "KHOOK_DEDUP": "memory", "THREADS": "4"}
+    env = {"KHOOK_HOOKS": str(HOOKS), "KHOOK_DEDUP": "memory", "THREADS": "4"}
     framework = str(Path(KHOOK).with_name("functions-framework"))
-    proc = subprocess.Popen(
-        [framework, "--target", "handle", "--source", "functions/main.py", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
+    argv = [framework, "--target", "handle", "--source", "functions/main.py", "--port", str(port)]
+    with serving(argv, port, env) as served:
+        sample = str(SAMPLES / "oom-kill-pod-status.json")
         out = subprocess.run(
-            [KHOOK, "send", str(SAMPLES / "oom-kill-pod-status.json"), "--to", url],
-            capture_output=True,
-            text=True,
-            check=True,
+            [KHOOK, "send", sample, "--to", served.url], capture_output=True, text=True, check=True
         ).stdout
-        assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0" in out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0" in out

@@ -8,8 +8,6 @@ import re
 import shlex
 import shutil
 import stat
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ from khook.function import HEALTH_PATHS
 from khook.settings import ENV, TOKEN_ENV, Settings
 from tests.support.events import CAPTURED, ROOT, SAMPLES
 from tests.support.rbac import grants
-from tests.test_cli import KHOOK, _free_port
+from tests.test_cli import KHOOK, _free_port, serving
 
 MANIFEST_DIRS = ("config", "knative", "sources")
 CORE_KINDS = {
@@ -271,32 +269,13 @@ def test_the_image_entrypoint_serves_from_a_read_only_directory(tmp_path: Path) 
     }
     # The image puts its virtualenv first on PATH; this one's is where pytest runs from.
     program = str(Path(KHOOK).with_name(entry[0]))
-    proc = subprocess.Popen(
-        [program, *entry[1:]],
-        cwd=workdir,
-        env=run_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        sample = json.loads((SAMPLES / "oom-kill-pod-status.json").read_text())
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/",
-            headers=sample["headers"],
-            content=json.dumps(sample["body"]).encode(),
-        )
-        assert r.status_code == 202 and "fired=1" in r.headers["X-Khook-Outcome"]
+        with serving([program, *entry[1:]], port, run_env, cwd=workdir) as served:
+            sample = json.loads((SAMPLES / "oom-kill-pod-status.json").read_text())
+            r = httpx.post(
+                served.url, headers=sample["headers"], content=json.dumps(sample["body"]).encode()
+            )
+            assert r.status_code == 202 and "fired=1" in r.headers["X-Khook-Outcome"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         workdir.chmod(stat.S_IRWXU)
     assert sorted(p.name for p in workdir.iterdir()) == ["hooks"], "nothing was written"

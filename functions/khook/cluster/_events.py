@@ -108,13 +108,7 @@ class HookEventWriter:
                 while len(self._written) > WRITTEN_LIMIT:
                     self._written.popitem(last=False)
             except KubeError as exc:
-                log(
-                    logger,
-                    logging.WARNING,
-                    "could not write an Event",
-                    hook=hook.key,
-                    error=str(exc),
-                )
+                _unwritten(hook, "DuplicateEventIgnored", exc)
 
     def _duplicate_name(self, hook: HookRef, event_type: str, group: str) -> str:
         digest = hashlib.sha256(f"{event_type}|{group}|{self._identity}".encode()).hexdigest()
@@ -152,14 +146,7 @@ class HookEventWriter:
                 )
             self.created += 1
         except KubeError as exc:
-            log(
-                logger,
-                logging.WARNING,
-                "could not write an Event",
-                hook=hook.key,
-                reason=reason,
-                error=str(exc),
-            )
+            _unwritten(hook, reason, exc)
 
     def _body(
         self, hook: HookRef, name: str, *, reason: str, message: str, warning: bool, count: int
@@ -198,3 +185,15 @@ class HookEventWriter:
     def close(self) -> None:
         self._ticker.close()
         self.flush()
+
+
+def _unwritten(hook: HookRef, reason: str, exc: KubeError) -> None:
+    # An Event is a record for people; failing to write one must not fail anything else.
+    log(
+        logger,
+        logging.WARNING,
+        "could not write an Event",
+        hook=hook.key,
+        reason=reason,
+        error=str(exc),
+    )
