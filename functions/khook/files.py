@@ -19,7 +19,7 @@ import yaml
 
 from khook.clock import Clock
 from khook.core.hooks import KIND, Hook, HookInvalid, hook_identity, parse_hook
-from khook.core.rules import RulesError, RuleTable, parse_rules
+from khook.core.rules import RuleTable, parse_rules
 from khook.logs import log
 
 logger = logging.getLogger("khook.files")
@@ -224,11 +224,3 @@ def report(hook_set: HookSet) -> None:
         hooks=[h.key for h in hook_set.hooks],
         invalid=len(hook_set.invalid),
     )
-
-
-def rules_problems(paths: Iterable[str | Path]) -> list[str]:
-    try:
-        load_rules(paths)
-    except (RulesError, FileError) as exc:
-        return [str(exc)]
-    return []

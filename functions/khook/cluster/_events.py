@@ -69,7 +69,6 @@ class HookEventWriter:
         self._lock = threading.Lock()
         self._last_duplicates = clock.monotonic()
         self._ticker = Ticker("khook-events", interval, self._tick)
-        self.created = 0
 
     def emit(self, hook: HookRef, reason: str, message: str, *, warning: bool = False) -> None:
         try:
@@ -144,7 +143,6 @@ class HookEventWriter:
                 self._core.create_namespaced_event(
                     hook.namespace, as_body(event), _request_timeout=TIMEOUT
                 )
-            self.created += 1
         except KubeError as exc:
             _unwritten(hook, reason, exc)
 

@@ -88,10 +88,6 @@ class ClusterHookSource:
             synced=self._ready.is_set(),
         )
 
-    def docs(self) -> list[HookDoc]:
-        with self._lock:
-            return list(self._docs.values())
-
     def start(self) -> None:
         for scope in self._scopes:
             if scope:

@@ -52,7 +52,6 @@ class HookStatusWriter:
         self._lock = threading.Lock()
         self._ticker = Ticker("khook-status", interval, self._tick)
         self._last_recheck = clock.monotonic()
-        self.patches = 0
 
     def hooks_changed(self, docs: list[HookDoc]) -> None:
         """From the Hook watch: a Hook was added, changed or deleted."""
@@ -143,7 +142,6 @@ class HookStatusWriter:
                 )
         except NotFound:
             return 0  # deleted meanwhile
-        self.patches += 1
         with self._lock:  # what we wrote is current until the watch brings it back
             if doc.key in self._docs:
                 self._docs[doc.key] = replace(doc, status={**doc.status, **body["status"]})

@@ -29,11 +29,3 @@ def parse_duration(text: str) -> timedelta:
     if pos != len(raw):
         raise DurationError(f"invalid duration {text!r}: use forms like 30s, 10m, 1h30m")
     return timedelta(seconds=total)
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    out = "".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
-    return out or "0s"

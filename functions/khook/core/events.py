@@ -77,10 +77,6 @@ class ClusterEvent:
     source: str = ""
 
     @property
-    def is_event(self) -> bool:
-        return self.subject.kind == "Event"
-
-    @property
     def namespace(self) -> str:
         return self.involved.namespace
 

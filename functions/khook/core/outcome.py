@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -77,7 +76,3 @@ class Outcome:
             failed=sum(Status.FIRED not in s and Status.FAILED in s for s in states.values()),
             duplicate=sum(not s & {Status.FIRED, Status.FAILED} for s in states.values()),
         )
-
-
-def by_status(results: Iterable[FiringResult], status: Status) -> list[FiringResult]:
-    return [r for r in results if r.status is status]
