@@ -38,7 +38,7 @@ def make_function(
     def make(**overrides: Any) -> FunctionServer:
         values: dict[str, Any] = {
             "hooks": (str(HOOKS),),
-            "dedup": f"tinydb:{tmp_path / 'dedup.json'}",
+            "dedup": f"tinydb:{tmp_path / 'dedup'}",
             "agent_url": agent.url,
             "agent_attempts": 2,
             "agent_timeout": 10.0,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from khook.cli.validate import validate
 from khook.core.classify import classify, event_types
 from khook.core.events import Action, ClusterEvent, NotOfInterest, decode_object
+from khook.core.patterns import SEARCH_LIMIT, MessagePattern, backtracking_risk
 from khook.core.rules import RulesError, parse_rules
 from khook.files import builtin_rules, load_rules
-from tests.support.events import core_event, oom_status, pod, sample_object
+from tests.support.events import HOOKS, core_event, oom_status, pod, sample_object
 
 NOW = datetime(2026, 11, 23, 9, 20, 10, tzinfo=UTC)
 TABLE = builtin_rules()
@@ -242,3 +245,121 @@ def test_rules_errors_are_clear(doc: Any, fragment: str) -> None:
     with pytest.raises(RulesError) as err:
         parse_rules(doc, "rules.yaml")
     assert fragment in str(err.value)
+
+
+# ---- message patterns run with RE2: linear in the message ------------------------------------
+
+
+def one_rule(message: Any, event_type: str = "x") -> dict[str, Any]:
+    return {"rules": [{"eventType": event_type, "source": "event", "message": message}]}
+
+
+def test_a_catastrophic_pattern_cannot_stall_classification() -> None:
+    # Python's re took 19 s on this 29-character message; it grows 2x per character.
+    table = parse_rules(one_rule(r"^(\w+\s?)*$", "slow"), "ops.yaml").then(TABLE)
+    started = time.monotonic()
+    for message in ("a" * 28 + "!", "word " * 800 + "!"):
+        assert types_of(core_event("Anything", message), table) == []
+    types_of(core_event("Anything", "a " * 100_000 + "!"), table)  # cut at SEARCH_LIMIT
+    assert time.monotonic() - started < 5
+    assert types_of(core_event("Anything", "all words here"), table) == ["slow"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),
+        (r"oom(?=kill)", "invalid perl operator: (?="),
+        (r"(?<!no )oom", "invalid perl operator: (?<"),
+        (r"oom\Z", r"invalid escape sequence: \Z"),
+        ("(", "missing ): ("),
+    ],
+)
+def test_patterns_re2_cannot_run_are_rules_errors(pattern: str, why: str) -> None:
+    with pytest.raises(RulesError) as err:
+        parse_rules(one_rule(pattern, "disk-full"), "ops.yaml")
+    (problem,) = err.value.problems
+    assert problem.startswith(f"rules[0] (eventType 'disk-full'): message '{pattern}' is not")
+    assert "RE2" in problem and why in problem
+
+
+def test_pattern_limits() -> None:
+    with pytest.raises(RulesError, match="1001 characters long; the limit is 1000"):
+        parse_rules(one_rule("a" * 1001), "ops.yaml")
+    with pytest.raises(RulesError, match="must be a non-empty regular expression"):
+        parse_rules(one_rule(["oom"]), "ops.yaml")
+    table = parse_rules(one_rule("needle"), "ops.yaml")
+    # Only the first SEARCH_LIMIT characters of a message are searched.
+    near, far = "x" * (SEARCH_LIMIT - 6) + "NEEDLE", "x" * SEARCH_LIMIT + "needle"
+    assert types_of(core_event("Any", near), table) == ["x"]  # case-insensitive
+    assert types_of(core_event("Any", far), table) == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "risky"),
+    [
+        (r"^(\w+\s?)*$", True),
+        (r"(a+)+", True),
+        (r"(?:a*)*b", True),
+        (r"((ab)*c)+", True),
+        (r"(a{1,5})*", True),
+        (r"(x+x+)+y", True),
+        (r"(?P<word>\w+,?){2,}", True),
+        (r"(\d+\.){3}\d+", False),  # bounded
+        (r"[(+*)]+", False),  # a character class
+        (r"\(a+\)+", False),  # escaped parentheses
+        (r"a*b*c*", False),
+        (r"(abc)+", False),
+        (r"(a|b)*", False),
+        (r"oom|out of memory", False),
+        (r"a*?(b)+", False),
+    ],
+)
+def test_catastrophic_patterns_are_flagged(pattern: str, risky: bool) -> None:
+    assert (backtracking_risk(pattern) is not None) is risky
+    table = parse_rules(one_rule(pattern), "ops.yaml")
+    assert bool(table.warnings) is risky
+    if risky:
+        assert table.warnings[0].startswith(f"ops.yaml: rules[0].message '{pattern}' (eventType x)")
+        assert "khook runs it with RE2, in time linear in the message" in table.warnings[0]
+
+
+def test_the_builtin_table_runs_on_re2_and_warns_of_nothing() -> None:
+    assert TABLE.warnings == ()
+    patterns = [r.message for r in TABLE.rules if r.message is not None]
+    assert patterns and all(isinstance(p, MessagePattern) for p in patterns)
+
+
+def test_hostile_rules_are_errors_not_crashes() -> None:
+    doc = {
+        "rules": [1, [2], {"eventType": {"a": "b"}}, {1: 2, None: 3}, {"eventType": "x" * 10**6}]
+    }
+    with pytest.raises(RulesError) as err:
+        parse_rules(doc, "ops.yaml")
+    assert len(err.value.problems) == 5
+    assert all(len(p) < 500 for p in err.value.problems)
+
+
+def test_validate_warns_of_catastrophic_patterns_and_fails_re2_incompatible_ones(
+    tmp_path: Path,
+) -> None:
+    risky = tmp_path / "risky.yaml"
+    risky.write_text(
+        "rules:\n  - {eventType: slow, source: event, message: '^(\\w+\\s?)*$'}\n"
+        "  - {eventType: fine, source: event, message: 'out of memory'}\n"
+    )
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("rules:\n  - {eventType: back, source: event, message: '(a)\\1'}\n")
+    for files, rules in (([risky], None), ([HOOKS], [str(risky)])):  # a document, --rules
+        lines: list[str] = []
+        assert validate(files, {"rules": rules}, out=lines.append) == 0
+        (warning,) = [line for line in lines if line.startswith("warn ")]
+        assert warning.startswith(f"warn rules {risky}: rules[0].message '^(\\w+\\s?)*$'")
+        assert "in time linear in the message" in warning
+    for files, rules in (([broken], None), ([HOOKS], [str(broken)])):
+        lines = []
+        assert validate(files, {"rules": rules}, out=lines.append) == 1
+        assert any(
+            line.startswith("FAIL ") and "rules[0] (eventType 'back')" in line and "RE2" in line
+            for line in lines
+        )

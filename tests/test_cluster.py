@@ -362,6 +362,54 @@ def test_an_incident_resolves_early_when_the_object_is_healthy(
     assert "EventResolved" in {e.reason for e in kube.events_on("default", "pods")}
 
 
+def resolved_events(kube: Kube) -> int:
+    return sum(e.reason == "EventResolved" for e in kube.events_on("default", "pods"))
+
+
+def test_an_early_resolution_is_announced_once(
+    make_khook: FunctionFactory, kube: Kube, clock: FakeClock
+) -> None:
+    # Before: the recorder announced the healthy Pod, and the status writer, which had
+    # written the incident as firing, announced the change it saw on its next write.
+    kube.apply_hook(hook_doc("default", "pods", config("oom-kill")))
+    fn = make_khook()
+    post(fn, oom_pod())
+    assert fn.pipeline is not None
+    fn.pipeline.flush()
+    healthy = oom_pod()
+    healthy["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    healthy["status"]["containerStatuses"][0]["ready"] = True
+    healthy["status"]["containerStatuses"][0]["lastState"] = {}
+    post(fn, healthy)
+    fn.pipeline.flush()
+    clock.advance(timedelta(minutes=11))
+    fn.pipeline.recorder.status.recheck()  # type: ignore[attr-defined]
+    fn.pipeline.flush()
+    assert resolved_events(kube) == 1
+
+
+def test_a_window_that_passes_is_announced_once_by_all_replicas(
+    make_khook: FunctionFactory, kube: Kube, clock: FakeClock
+) -> None:
+    kube.apply_hook(hook_doc("default", "pods", config("oom-kill")))
+    replicas = [make_khook(pod_name=f"khook-{i}") for i in range(3)]
+    post(replicas[0], oom_pod())
+    for i, fn in enumerate(replicas[1:]):
+        post(fn, oom_pod(f"web-7d4b9c8f5-other{i}"))  # duplicates: every replica knows it
+    for fn in replicas:
+        assert fn.pipeline is not None
+        fn.pipeline.flush()
+    clock.advance(timedelta(minutes=11))
+    for fn in replicas:
+        assert fn.pipeline is not None
+        fn.pipeline.recorder.status.recheck()  # type: ignore[attr-defined]
+        fn.pipeline.recorder.status.touched("default/pods")  # type: ignore[attr-defined]
+        fn.pipeline.flush()
+    assert resolved_events(kube) == 1
+    (active,) = kube.hook("default", "pods")["status"]["activeEvents"]
+    assert active["status"] == "resolved"
+
+
 def test_a_failing_agent_makes_its_hooks_not_ready(
     make_khook: FunctionFactory, kube: Kube, agent: A2AAgentServer
 ) -> None:
@@ -407,3 +455,22 @@ def test_an_event_before_the_hooks_could_be_listed_is_redelivered_not_lost(
             fn.__exit__(None, None, None)
     finally:
         pipeline.close()
+
+
+def test_damage_the_store_repaired_shows_on_the_hooks(
+    make_khook: FunctionFactory, kube: Kube, clock: FakeClock
+) -> None:
+    kube.apply_hook(hook_doc("default", "pods", config("oom-kill")))
+    fn = make_khook()
+    post(fn, oom_pod())
+    assert fn.pipeline is not None
+    fn.pipeline.flush()
+    (lease,) = kube.leases.list_namespaced_lease(STATE_NAMESPACE).items
+    lease.metadata.annotations["khook.dev/count"] = "1e999"
+    kube.leases.replace_namespaced_lease(lease.metadata.name, STATE_NAMESPACE, lease)
+    clock.advance(timedelta(minutes=11))  # past the window: the next firing reads the lease
+    assert post(fn, oom_pod("web-7d4b9c8f5-other")).headers[OUTCOME] == FIRED
+    fn.pipeline.flush()
+    ready = kube.ready("default", "pods")
+    assert ready is not None and ready["status"] == "True"
+    assert "dedup store" in ready["message"] and "damaged record" in ready["message"]

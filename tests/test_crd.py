@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from khook.core.hooks import parse_hook
+from khook.core.hooks import HookInvalid, parse_hook
 from khook.files import builtin_rules, read_documents
 from tests.support.events import ROOT
 
@@ -134,3 +134,57 @@ def test_status_shape_matches_what_khook_writes() -> None:
     doc.update(status_patch(active_events([record], now), condition, 2, now))
     assert errors(doc) == []
     assert doc["status"]["activeEvents"][0]["resourceName"] == "web-1"
+
+
+AGENTS = [
+    ({"name": "k8s-agent"}, True),
+    ({"name": "k8s-agent", "namespace": "kagent"}, True),
+    ({"name": "a" * 63, "namespace": "b" * 63}, True),
+    ({"name": "../../../api/sessions?x="}, False),
+    ({"name": "k8s-agent", "namespace": "../other"}, False),
+    ({"name": "K8s"}, False),
+    ({"name": "a.b"}, False),
+    ({"name": "a" * 64}, False),
+    ({"name": "a", "namespace": ""}, False),
+    ({"name": "a", "namespace": "-a"}, False),
+]
+AGENT_IDS = [
+    ("kagent/memory-agent", True),
+    ("memory-agent", True),
+    ("kagent/a.b", False),
+    ("kagent/../x", False),
+    ("Kagent/x", False),
+    ("/x", False),
+    ("a/b/c", False),
+    ("x?y=1", False),
+    (f"{'a' * 64}/b", False),
+]
+
+
+def parses(doc: dict[str, Any]) -> bool:
+    try:
+        parse_hook(doc, known_types=builtin_rules().event_types, control_namespace="khook-system")
+    except HookInvalid:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("agent_ref", "valid"), AGENTS, ids=str)
+def test_the_crd_and_the_parser_agree_on_agent_refs(agent_ref: dict[str, Any], valid: bool) -> None:
+    doc = broken("spec.eventConfigurations.0.agentRef", agent_ref)
+    assert (errors(doc) == []) is valid
+    assert parses(doc) is valid
+
+
+@pytest.mark.parametrize(("agent_id", "valid"), AGENT_IDS)
+def test_the_crd_and_the_parser_agree_on_agent_ids(agent_id: str, valid: bool) -> None:
+    doc = broken("spec.eventConfigurations.0.agentRef", _DELETE)
+    doc["spec"]["eventConfigurations"][0]["agentId"] = agent_id
+    assert (errors(doc) == []) is valid
+    assert parses(doc) is valid
+
+
+def test_the_crd_bounds_selector_lists() -> None:
+    assert errors(broken("spec.selector", {"namespaces": [f"n{i}" for i in range(1001)]}))
+    assert errors(broken("spec.selector", {"exclude": {"reasons": ["r" * 254]}}))
+    assert errors(broken("spec.selector", {"exclude": {"namespaces": ["a"] * 999}})) == []

@@ -16,7 +16,7 @@ from khook.core.events import (
     decode,
 )
 from khook.core.objects import ObjectRef, controller_owner, parse_time
-from tests.support.events import core_event, pod, sample
+from tests.support.events import core_event, pod, sample, sample_object
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
@@ -92,7 +92,10 @@ def test_reference_mode_needs_the_object() -> None:
         ("just text", "not a JSON object"),
         ({"hello": "world"}, "no apiVersion/kind"),
         ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}}, "does not act on"),
-        ({"apiVersion": "v1", "kind": "Event", "metadata": {}}, "no involved object"),
+        (
+            {"apiVersion": "v1", "kind": "Event", "metadata": {"namespace": "a"}},
+            "no involved object",
+        ),
     ],
 )
 def test_data_khook_does_not_understand(data: object, fragment: str) -> None:
@@ -115,8 +118,41 @@ def test_a_tenant_event_cannot_speak_for_a_node() -> None:
     assert isinstance(decode(Envelope({"type": "x"}, forged), NOW), NotOfInterest)
 
 
+@pytest.mark.parametrize("namespace", [None, ""])
+def test_an_event_without_a_namespace_speaks_for_nobody(namespace: str | None) -> None:
+    # Before: an Event with no metadata.namespace was accepted for any namespace's objects,
+    # and one about a Node for the control namespace's Hooks.
+    for involved_ns, kind in (("team-b", "Pod"), ("", "Node")):
+        forged = core_event("BackOff", "Back-off restarting failed container", kind=kind)
+        forged["involvedObject"]["namespace"] = involved_ns
+        if namespace is None:
+            del forged["metadata"]["namespace"]
+        else:
+            forged["metadata"]["namespace"] = namespace
+        decoded = decode(Envelope({"type": "x"}, forged), NOW)
+        assert isinstance(decoded, NotOfInterest)
+        assert "no metadata.namespace" in decoded.reason
+
+
+def test_a_pod_without_a_namespace_is_not_taken_for_a_cluster_scoped_object() -> None:
+    forged = pod()
+    del forged["metadata"]["namespace"]
+    decoded = decode(Envelope({"type": "x"}, forged), NOW)
+    assert isinstance(decoded, NotOfInterest)
+
+
+def test_a_node_has_no_namespace_whatever_it_claims() -> None:
+    forged = sample_object("node-not-ready-node-status")
+    forged["metadata"]["namespace"] = "team-a"
+    decoded = decode(Envelope({"type": "x"}, forged), NOW)
+    assert isinstance(decoded, ClusterEvent)
+    assert decoded.namespace == ""
+
+
 def test_times_with_nanoseconds() -> None:
     parsed = parse_time("2026-11-23T09:19:39.432850202Z")
     assert parsed == datetime(2026, 11, 23, 9, 19, 39, 432850, tzinfo=UTC)
     assert parse_time("not a time") is None
+    assert parse_time("0001-01-01T00:00:00+01:00") is None  # was an OverflowError
+    assert parse_time("9999-12-31T23:59:59-01:00") is None
     assert parse_time(None) is None

@@ -90,6 +90,100 @@ def test_record_round_trips_through_json() -> None:
     assert Record.from_json(record.to_json()) == record
 
 
+def _valid_json() -> dict:  # type: ignore[type-arg]
+    record = run(None, obs("a")).record
+    assert record is not None
+    return record.to_json()
+
+
+MALFORMED: dict[str, object] = {
+    "not an object": [1, 2],
+    "null": None,
+    "a string": "record",
+    "missing key": {k: v for k, v in _valid_json().items() if k != "key"},
+    "missing firedAt": {k: v for k, v in _valid_json().items() if k != "firedAt"},
+    "missing count": {k: v for k, v in _valid_json().items() if k != "count"},
+    "key not a string": {**_valid_json(), "key": 7},
+    "key with too few parts": {**_valid_json(), "key": "shop/h|oom-kill"},
+    "key without a hook namespace": {**_valid_json(), "key": "h|oom-kill|shop|Deployment/web"},
+    "key without a group": {**_valid_json(), "key": "shop/h|oom-kill|shop|"},
+    "window inf": {**_valid_json(), "windowSeconds": float("inf")},
+    "window nan": {**_valid_json(), "windowSeconds": float("nan")},
+    "window 1e999 as parsed": {**_valid_json(), "windowSeconds": 1e308 * 10},
+    "window negative": {**_valid_json(), "windowSeconds": -1},
+    "window too long": {**_valid_json(), "windowSeconds": 10**12},
+    "window a string": {**_valid_json(), "windowSeconds": "600"},
+    "window true": {**_valid_json(), "windowSeconds": True},
+    "count a float": {**_valid_json(), "count": 1.5},
+    "count inf": {**_valid_json(), "count": float("inf")},
+    "count negative": {**_valid_json(), "count": -1},
+    "count past 64 bits": {**_valid_json(), "count": 2**64},
+    "count false": {**_valid_json(), "count": False},
+    "time garbage": {**_valid_json(), "firedAt": "soon"},
+    "time a number": {**_valid_json(), "lastSeen": 1700000000},
+    "time overflowing by its offset": {**_valid_json(), "firstSeen": "0001-01-01T00:00:00+01:00"},
+    "time in year 9999": {**_valid_json(), "firedAt": "9999-12-31T00:00:00Z"},
+    "time before 1970": {**_valid_json(), "firedAt": "1969-12-31T00:00:00Z"},
+    "state unknown": {**_valid_json(), "state": "exploded"},
+    "state a list": {**_valid_json(), "state": ["firing"]},
+    "confirmed a string": {**_valid_json(), "confirmed": "true"},
+    "holder a number": {**_valid_json(), "holder": 1},
+    "occurrences a string": {**_valid_json(), "occurrences": "abc"},
+    "occurrences with a number": {**_valid_json(), "occurrences": ["a", 1]},
+    "resources an object": {**_valid_json(), "resources": {"a": 1}},
+    "taskId null": {**_valid_json(), "taskId": None},
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=list(MALFORMED))
+def test_a_malformed_record_raises_value_error_only(raw: object) -> None:
+    with pytest.raises(ValueError, match="record"):
+        Record.from_json(raw)
+
+
+def test_a_record_with_too_many_occurrences_keeps_the_latest() -> None:
+    raw = {**_valid_json(), "occurrences": [f"o{i}" for i in range(500)]}
+    assert Record.from_json(raw).occurrences[-1] == "o499"
+    assert len(Record.from_json(raw).occurrences) == 64
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(sorted(_valid_json())), _JSON)
+def test_any_damage_to_a_field_is_a_value_error_or_a_usable_record(
+    field: str, value: object
+) -> None:
+    raw = {**_valid_json(), field: value}
+    try:
+        record = Record.from_json(raw)
+    except ValueError:
+        return
+    # Whatever was accepted can be used: no overflow, no type error later.
+    record.live(T0)
+    record.prunable(T0, MAX_AGE)
+    record.state_at(T0 + timedelta(days=3650))
+    assert Record.from_json(record.to_json()) == record
+
+
+@settings(max_examples=200)
+@given(_JSON)
+def test_any_json_value_is_a_value_error_or_a_record(value: object) -> None:
+    """Anything else escaping (KeyError, TypeError, OverflowError) fails this test."""
+    try:
+        record = Record.from_json(value)
+    except ValueError:
+        return
+    assert isinstance(record, Record)
+
+
 # ---- stores -------------------------------------------------------------------------------
 
 

@@ -81,11 +81,17 @@ class Sender:
     """Posts one CloudEvent in binary mode, retrying like the ApiServerSource adapter."""
 
     def __init__(
-        self, sink: str, *, sleep: Callable[[float], None] = time.sleep, timeout: float = 30.0
+        self,
+        sink: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0,
+        token: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.sink = sink
         self._sleep = sleep
         self._http = httpx.Client(timeout=timeout)
+        self._token = token  # for a khook with KHOOK_AUTH=token; read per event (rotation)
 
     def send(self, attrs: Mapping[str, str], data: Mapping[str, Any]) -> int | None:
         """The final HTTP status, or None when the sink could not be reached at all."""
@@ -94,6 +100,9 @@ class Sender:
         headers = {
             "-".join(p.capitalize() for p in k.split("-")): v for k, v in raw_headers.items()
         }
+        token = self._token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         delay, status = FIRST_BACKOFF, None
         for attempt in range(RETRIES + 1):
             try:

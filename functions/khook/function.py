@@ -1,150 +1,161 @@
-"""The HTTP entry: a functions-framework target.
+"""The HTTP entry: a functions-framework target, served as ASGI.
 
     functions-framework --target handle --source functions/main.py --port 8080
 
-It only parses the CloudEvent, hands it to the pipeline, and maps the outcome to a status:
-202 with an empty body for every accepted event (never the ``@cloud_event`` decorator's
-200 ``OK``, which a Knative Broker counts as a failed delivery), 400 for what is not a valid
-CloudEvent, 413 for a body over the limit, 503 when a retry can fix a failed agent call (never
-500: an ApiServerSource drops a 500 at once).
+It only checks the sender, reads the request (within its limits), parses the CloudEvent, hands
+it to the pipeline on a worker thread, and maps the outcome to a status: 202 with an empty body
+for every accepted event (never the ``@cloud_event`` decorator's 200 ``OK``, which a Knative
+Broker counts as a failed delivery), 400 for what is not a valid CloudEvent, 401/403 for a
+sender that is not allowed (``KHOOK_AUTH``), 408 for a body that does not arrive in time, 413
+for a body over the limit, 503 when a retry can fix it (never 500: an ApiServerSource drops a
+500 at once).
+
+ASGI, not WSGI, because a slow or stalled client must cost a socket, never a thread: the event
+loop reads every request, answers the probes itself, and only a complete, parsed CloudEvent
+reaches one of the bounded worker threads that run the pipeline.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 from typing import Any
 
-import flask
-import functions_framework
-from cloudevents.exceptions import GenericException
-from cloudevents.http import from_http
+import functions_framework.aio
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
-from khook.core.events import Envelope
+from khook.auth import AuthError
+from khook.core.cloudevent import CloudEventError, parse
 from khook.core.outcome import Counts, Outcome, Status
 from khook.logs import log
-from khook.runtime import NotReady, current
+from khook.runtime import NotReady, Runtime, current
 from khook.settings import SettingsError
 
 logger = logging.getLogger("khook.http")
 
 HEALTH_PATHS = ("/healthz", "/readyz")
-_REQUIRED_BINARY = ("ce-id", "ce-source", "ce-type")
-_CHUNK = 64 * 1024
 
 
-class BadRequest(ValueError):
+class BodyTooLarge(ValueError):
     pass
 
 
-@functions_framework.http
-def handle(request: flask.Request) -> flask.Response:
+@functions_framework.aio.http
+async def handle(request: Request) -> Response:
     try:
-        return _handle(request)
-    except Exception as exc:  # a bug must not take the worker down; say so and log it all
+        return await _handle(request)
+    except Exception as exc:  # a bug must not take the worker down: say so, ask for a retry
         logger.exception("unexpected error handling a request")
-        return _response(500, error=f"internal error: {type(exc).__name__}")
+        return _response(503, error=f"internal error: {type(exc).__name__}")
 
 
-def _handle(request: flask.Request) -> flask.Response:
-    if request.path in HEALTH_PATHS:
-        return _health(request.path)
+async def _handle(request: Request) -> Response:
+    path = request.url.path
+    if path in HEALTH_PATHS:
+        return await _health(path)
     if request.method != "POST":
         response = _response(405, error="POST a CloudEvent to this URL")
         response.headers["Allow"] = "POST"
         return response
     try:
         runtime = current()
-        pipeline = runtime.pipeline()
-    except (NotReady, SettingsError) as exc:
-        _drain(request)
-        return _response(503, error=str(exc))
+    except SettingsError as exc:
+        return _response(503, error=f"khook cannot start: {exc}")
+    headers = _headers(request)
+    if runtime.settings.auth != "none":
+        refused = await _authenticate(runtime, headers)
+        if refused is not None:
+            return refused
     limit = runtime.settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        _drain(request)
-        return _response(413, error=f"body is {request.content_length} bytes; limit {limit}")
-    body = _read(request, limit)
-    if body is None:
-        return _response(413, error=f"body exceeds the limit of {limit} bytes")
+    declared = _content_length(request)
+    if declared is not None and declared > limit:
+        return _response(413, error=f"body is {declared} bytes; limit {limit}")
     try:
-        envelope = parse_cloudevent(dict(request.headers), body)
-    except BadRequest as exc:
-        return _response(400, error=str(exc))
-    outcome = pipeline.process(envelope)
-    return _outcome_response(outcome)
-
-
-def parse_cloudevent(headers: dict[str, str], body: bytes) -> Envelope:
-    """Binary or structured mode, into attributes and data; data in JSON is decoded here."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    media = lower.get("content-type", "").split(";")[0].strip().lower()
-    if "ce-specversion" not in lower and not media.startswith("application/cloudevents"):
-        raise BadRequest(
-            "not a CloudEvent: send binary mode (ce-specversion, ce-id, ce-source, ce-type "
-            "headers) or structured mode (Content-Type: application/cloudevents+json)"
+        body = await asyncio.wait_for(_read(request, limit), runtime.settings.request_timeout)
+    except TimeoutError:
+        return _response(
+            408, error=f"the body did not arrive within {runtime.settings.request_timeout:g}s"
         )
-    if "ce-specversion" in lower:
-        missing = [h for h in _REQUIRED_BINARY if not lower.get(h)]
-        if missing:
-            raise BadRequest(f"missing required CloudEvent header(s): {', '.join(missing)}")
+    except BodyTooLarge:
+        return _response(413, error=f"body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:
+        return _response(400, error="the client went away before sending the whole body")
     try:
-        event = from_http(headers, body, data_unmarshaller=lambda raw: raw)
-    except GenericException as exc:
-        raise BadRequest(f"not a valid CloudEvent: {_first_line(exc)}") from None
-    attributes = {k: str(v) for k, v in event.get_attributes().items()}
-    if not _sender_set_time(lower, body):
-        # The SDK stamps a missing time with "now"; khook then uses its own clock instead.
-        attributes.pop("time", None)
-    return Envelope(attributes, _decode_data(event.data, attributes.get("datacontenttype", "")))
-
-
-def _sender_set_time(lower_headers: dict[str, str], body: bytes) -> bool:
-    if "ce-specversion" in lower_headers:
-        return bool(lower_headers.get("ce-time"))
+        envelope = parse(headers, body)
+    except CloudEventError as exc:
+        return _response(400, error=str(exc))
     try:
-        envelope = json.loads(body)
-    except ValueError:
-        return False
-    return isinstance(envelope, dict) and bool(envelope.get("time"))
+        outcome = await runtime.run(lambda pipeline: pipeline.process(envelope))
+    except NotReady as exc:
+        return _response(503, error=str(exc))
+    return _outcome_response(outcome, runtime)
 
 
-def _decode_data(data: Any, content_type: str) -> Any:
-    media = content_type.split(";", maxsplit=1)[0].strip().lower()
-    is_json = not media or media == "application/json" or media.endswith("+json")
-    if isinstance(data, bytes | bytearray) or (is_json and isinstance(data, str)):
-        raw = bytes(data) if not isinstance(data, str) else data.encode()
-        if not raw.strip():
-            return None
-        if not is_json:
-            return raw
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"event data is not valid JSON: {exc}") from None
-    return data
+async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response | None:
+    """None when the sender may send; else the answer. Before the body is read: a sender that
+    is not allowed costs no more than its headers. On a worker thread: verifying may read the
+    cluster's signing keys."""
+    try:
+        await runtime.run(lambda pipeline: pipeline.authenticator.authenticate(headers))
+    except NotReady as exc:
+        return _response(503, error=str(exc))
+    except AuthError as exc:
+        response = _response(exc.status, error=exc.reason)  # the reason never holds the token
+        if exc.www_authenticate:
+            response.headers["WWW-Authenticate"] = exc.www_authenticate
+        if exc.status == 503:
+            response.headers["Retry-After"] = "1"
+        return response
+    return None
 
 
-def _health(path: str) -> flask.Response:
+def _headers(request: Request) -> dict[str, str]:
+    """The request's headers, lowercase; of a repeated header the first counts."""
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        headers.setdefault(name, value)
+    return headers
+
+
+def _content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None or not value.isdigit():
+        return None  # absent or malformed: the server's parser judges the framing
+    return int(value)
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _health(path: str) -> Response:
     if path == "/healthz":
         return _response(200, body={"status": "ok"})
     try:
-        hooks = current().pipeline().hooks.current(wait=False)
-    except (NotReady, SettingsError) as exc:
-        return _response(503, body={"status": "not ready", "error": str(exc)})
-    if not hooks.synced:
-        return _response(503, body={"status": "not ready", "error": "listing Hooks"})
-    return _response(
-        200, body={"status": "ready", "hooks": len(hooks.hooks), "invalidHooks": len(hooks.invalid)}
-    )
+        runtime = current()
+    except SettingsError as exc:
+        return _response(503, body={"status": "not ready", "error": f"khook cannot start: {exc}"})
+    state = runtime.readiness()
+    return _response(200 if state.pop("ready") else 503, body=state)
 
 
-def _outcome_response(outcome: Outcome) -> flask.Response:
+def _outcome_response(outcome: Outcome, runtime: Runtime) -> Response:
     if outcome.retryable:
         reasons = [outcome.error] if outcome.error else []
         reasons += [r.reason for r in outcome.results if r.status is Status.FAILED and r.retryable]
         response = _response(503, outcome=outcome, body={"error": "; ".join(reasons)})
         if outcome.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(outcome.retry_after)))
+            cap = runtime.settings.max_retry_after
+            response.headers["Retry-After"] = str(max(1, round(min(outcome.retry_after, cap))))
         return response
     return _response(202, outcome=outcome)
 
@@ -155,7 +166,7 @@ def _response(
     outcome: Outcome | None = None,
     error: str | None = None,
     body: dict[str, Any] | None = None,
-) -> flask.Response:
+) -> Response:
     if error is not None:
         body = {"error": error}
         log(
@@ -165,42 +176,11 @@ def _response(
             status=status,
             error=error,
         )
-    response = flask.Response(
-        json.dumps(body) if body is not None else "",
-        status=status,
-        mimetype="application/json" if body is not None else None,
-    )
     if body is None:
-        del response.headers["Content-Type"]  # an empty answer has no media type
+        response = Response(status_code=status)  # an empty answer has no media type
+    else:
+        response = Response(orjson.dumps(body), status_code=status, media_type="application/json")
     types = list(outcome.event_types) if outcome else []
     response.headers["X-Khook-Event-Type"] = ",".join(types) or "none"
     response.headers["X-Khook-Outcome"] = (outcome.counts() if outcome else Counts()).header()
     return response
-
-
-def _read(request: flask.Request, limit: int) -> bytes | None:
-    """Read at most ``limit`` bytes; None (after draining the rest) when there is more."""
-    stream = request.stream
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            _drain(request)
-            return None
-        chunks.append(chunk)
-
-
-def _drain(request: flask.Request) -> None:
-    # functions-framework reads the whole request after we answer; reading it here, in
-    # chunks and discarding them, keeps an oversized body from being held in memory.
-    while request.stream.read(_CHUNK):
-        pass
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

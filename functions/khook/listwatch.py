@@ -48,22 +48,23 @@ class ListWatch:
         self._stop = threading.Event()
         self._response: Any = None
         self._thread: threading.Thread | None = None
+        self._version = ""  # the newest resourceVersion seen; "" means list first
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._thread.start()
 
     def run(self) -> None:
-        version, delay = "", 1.0
+        delay = 1.0
         while not self._stop.is_set():
             try:
-                if not version:
-                    version = self._list()
-                version = self._watch(version)
+                if not self._version:
+                    self._version = self._list()
+                self._watch()
                 delay = 1.0
             except Gone:
                 log(logger, logging.INFO, "watch expired; listing again", watch=self.name)
-                version = ""
+                self._version = ""
             except Exception as exc:
                 if self._stop.is_set():
                     return  # closing the stream under the reader ends up here
@@ -85,25 +86,28 @@ class ListWatch:
         self._on_list(items)
         return str((found.get("metadata") or {}).get("resourceVersion") or "")
 
-    def _watch(self, version: str) -> str:
+    def _watch(self) -> None:
         with api_errors():
             self._response = self._call(
                 watch=True,
-                resource_version=version,
+                resource_version=self._version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=self._watch_timeout,
                 _preload_content=False,
                 _request_timeout=(TIMEOUT[0], self._watch_timeout + 15),
             )
             try:
+                if self._stop.is_set():
+                    return  # closed while the request was on its way: close() saw no response
                 for line in iter_resp_lines(self._response):  # type: ignore[no-untyped-call]
                     if self._stop.is_set():
                         break
-                    version = self._event(json.loads(line)) or version
+                    # Kept event by event: a watch that fails later resumes after the last
+                    # event delivered, instead of delivering the events before it again.
+                    self._version = self._event(json.loads(line)) or self._version
             finally:
                 response, self._response = self._response, None
                 response.close()
-        return version
 
     def _event(self, event: Mapping[str, Any]) -> str:
         kind, obj = str(event.get("type", "")), event.get("object")
@@ -120,8 +124,12 @@ class ListWatch:
 
     def close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(Exception):  # closing a stream mid-read; nothing to do
-            if self._response is not None:
-                self._response.close()
+        response = self._response
+        with contextlib.suppress(Exception):  # the stream ended meanwhile; nothing to do
+            if response is not None:
+                # Shut the socket down rather than close the response: closing waits for the
+                # lock the reading thread holds until data arrives (on an idle watch, until
+                # the server's timeout); a shutdown ends that read at once.
+                response.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -11,9 +11,10 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from khook.agent import AgentClient, AgentError, AgentRequest
+from khook.auth import Authenticator, NoAuth
 from khook.clock import Clock
 from khook.core.classify import Detection, classify, event_types
-from khook.core.dedup import DedupKey, Observation, Record, Verdict
+from khook.core.dedup import DedupKey, Observation, Record, Verdict, stale
 from khook.core.events import (
     ClusterEvent,
     Envelope,
@@ -29,9 +30,11 @@ from khook.core.objects import ObjectRef
 from khook.core.outcome import FiringResult, Outcome, Status
 from khook.core.prompt import PromptError, PromptFacts
 from khook.core.rules import RuleTable
+from khook.fanout import FanOut
 from khook.files import HookSource
 from khook.logs import log
 from khook.recorder import Recorder
+from khook.sandbox import InlineRenderer, Renderer, SandboxError
 from khook.stores import Claim, Deduplicator, StoreError
 
 logger = logging.getLogger("khook.pipeline")
@@ -61,6 +64,15 @@ class Background(Protocol):
 class PipelineConfig:
     control_namespace: str = "khook-system"
     max_signal_age: timedelta = timedelta(minutes=15)
+    # What one event may cost: Hook configurations acted on, and their agent calls in flight
+    # at once; signals of one object tried per configuration (a Pod with thousands of old
+    # container statuses must not mean thousands of store round trips).
+    max_calls_per_event: int = 32
+    agent_concurrency: int = 8
+    max_signals_per_match: int = 8
+    # How long a claim may stay unconfirmed before another delivery takes it over (see
+    # khook.core.dedup.decide); None: never (tools that run one event, like `khook render`).
+    claim_timeout: timedelta | None = None
 
 
 class Pipeline:
@@ -76,6 +88,8 @@ class Pipeline:
         config: PipelineConfig,
         reader: ObjectReader | None = None,
         background: tuple[Background, ...] = (),
+        authenticator: Authenticator | None = None,
+        renderer: Renderer | None = None,
     ) -> None:
         self.hooks = hooks
         self.rules = rules
@@ -86,6 +100,11 @@ class Pipeline:
         self.config = config
         self.reader = reader
         self.background = background
+        # Who may send events: the HTTP entry asks before it reads a request's body.
+        self.authenticator = authenticator or NoAuth()
+        # Prompts render in a sandbox process: a tenant's template cannot hold this thread.
+        self.renderer = renderer or InlineRenderer()
+        self.fanout = FanOut(config.agent_concurrency, pool_size=4 * config.agent_concurrency)
 
     def flush(self) -> None:
         """Write now what background writers hold (tests call this; threads do in service)."""
@@ -99,6 +118,8 @@ class Pipeline:
             part.close()
         self.dedup.close()
         self.agent.close()
+        self.fanout.close()
+        self.renderer.close()
 
     def process(self, envelope: Envelope) -> Outcome:
         outcome = self._process(envelope)
@@ -146,12 +167,26 @@ class Pipeline:
         if not hook_set.synced:
             # Answering 202 now would lose the event: ask for a redelivery instead.
             return Outcome(event=event, error="the Hooks have not been listed yet")
-        hooks = hook_set.hooks
+        # Only the Hooks that can see this namespace: the event's own and the control one's.
+        hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
         resolved = self._resolve(event, hooks) if is_healthy(event) else ()
         if not detections:
             return Outcome(event=event, ignored="no classification rule matched", resolved=resolved)
         matches = match(event, detections, hooks, self.config.control_namespace)
-        results = tuple(r for m in matches for r in self._fire(event, m))
+        limit = self.config.max_calls_per_event
+        if len(matches) > limit:
+            log(
+                logger,
+                logging.WARNING,
+                "more Hook configurations match one event than khook acts on",
+                resource=event.involved.display,
+                matched=len(matches),
+                limit=limit,
+                skipped=[f"{m.hook.key}:{m.config.event_type}" for m in matches[limit:]][:20],
+            )
+            matches = matches[:limit]
+        fired = self.fanout.map(lambda m: self._fire(event, m), matches)
+        results = tuple(r for per_match in fired for r in per_match)
         return Outcome(event_types=types, results=results, event=event, resolved=resolved)
 
     def _with_owner(self, event: ClusterEvent) -> ClusterEvent:
@@ -210,7 +245,18 @@ class Pipeline:
             namespace=event.namespace,
             group=incident_group(event, m.config),
         )
+        fresh = []
         for detection in m.detections:
+            age = self._age(event, detection)
+            if age is None:
+                fresh.append(detection)
+            else:  # stale whatever the store holds: no need to ask it
+                results.append(
+                    FiringResult(
+                        m.hook, m.config, detection, key, Status.STALE, reason=f"signal was {age}"
+                    )
+                )
+        for detection in fresh[: self.config.max_signals_per_match]:
             result = self._fire_one(event, m, detection, key)
             results.append(result)
             if result.status is Status.FIRED:
@@ -235,21 +281,33 @@ class Pipeline:
             claim = self.dedup.claim(key, observation, m.config.cooldown)
         except StoreError as exc:
             return result(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
+        if claim.verdict is Verdict.IN_FLIGHT:
+            # Usually done within a second; a holder that died is taken over after the claim
+            # timeout, so a sender that keeps retrying gets its incident fired either way.
+            return result(
+                Status.IN_FLIGHT, reason=claim.decision.reason, retryable=True, retry_after=1.0
+            )
         if claim.verdict is not Verdict.FIRE or claim.record is None:
             status = Status.STALE if claim.verdict is Verdict.STALE else Status.DUPLICATE
             return result(
                 status, record=claim.decision.record or claim.previous, reason=claim.decision.reason
             )
         record = claim.record
+        facts = self._facts(event, m, detection, record)
         try:
-            prompt = m.config.prompt.render(self._facts(event, m, detection, record), event.object)
-        except PromptError as exc:
+            prompt = self.renderer.render(m.config.prompt, facts, event.object)
+        except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
             self._release(claim)
-            return result(Status.FAILED, reason=str(exc), record=record)
+            return result(Status.FAILED, reason=str(exc), record=record, render_failed=True)
+        except SandboxError as exc:  # khook's: no render process free in time; retry later
+            self._release(claim)
+            return result(Status.FAILED, reason=str(exc), record=record, retryable=True)
         request = AgentRequest(
             agent=m.config.agent,
             prompt=prompt,
-            message_id=str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key.id}@{record.fired_at}")),
+            # Derived from the incident and its first sighting: the same for every retry of
+            # this firing, and for a takeover of a claim whose holder died mid-call.
+            message_id=str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key.id}@{record.first_seen}")),
             metadata={
                 "khook.dev/hook": m.hook.key,
                 "khook.dev/eventType": m.config.event_type,
@@ -257,6 +315,8 @@ class Pipeline:
                 "khook.dev/resource": event.involved.display,
                 "khook.dev/incident": key.digest,
             },
+            hook_namespace=m.hook.namespace,
+            hook_name=m.hook.name,
         )
         try:
             answer = self.agent.send(request)
@@ -281,6 +341,10 @@ class Pipeline:
             task_id=answer.task_id,
             context_id=answer.context_id,
         )
+
+    def _age(self, event: ClusterEvent, detection: Detection) -> str | None:
+        """How old a stale signal was when observed; None when it is not stale."""
+        return stale(detection.signal.occurred_at, event.observed_at, self.config.max_signal_age)
 
     def _release(self, claim: Claim) -> None:
         try:

@@ -7,13 +7,28 @@ not survive into the worker that serves requests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient
 
-from khook.agent import A2AClient, A2AVersion, AgentClient, CircuitBreaker, DryRunClient
+from khook.admission import Admission, policy_from_settings
+from khook.agent import (
+    A2AClient,
+    A2AVersion,
+    AgentClient,
+    CircuitBreaker,
+    DryRunClient,
+    check_agent_url,
+    check_user_id_template,
+)
+from khook.auth import build_authenticator
 from khook.clock import Clock, SystemClock
 from khook.cluster import (
     ClusterHookSource,
@@ -22,17 +37,38 @@ from khook.cluster import (
     HookStatusWriter,
     KubeRecorder,
 )
+from khook.core.tenancy import AgentPolicy, PolicyError
 from khook.files import FileHookSource, HookSource, load_rules
 from khook.kubeapi import connect, identify, kubeconfig_namespace
 from khook.logs import configure, log
 from khook.pipeline import Background, Pipeline, PipelineConfig
 from khook.recorder import LogRecorder, Recorder
-from khook.settings import Settings
+from khook.sandbox import ProcessRenderer, Renderer
+from khook.settings import Settings, SettingsError
 from khook.stores import CachedRecords, Deduplicator, open_store
 
 logger = logging.getLogger("khook")
 
 RETRY_BUILD_SECONDS = 5.0
+T = TypeVar("T")
+
+
+def preflight(settings: Settings) -> None:
+    """Configuration mistakes that no retry can fix, found before serving: a SettingsError
+    names the setting. (What depends on the cluster is checked when the pipeline is built.)"""
+    try:
+        check_user_id_template(settings.user_id)
+    except ValueError as exc:
+        raise SettingsError(f"user_id (KHOOK_USER_ID): {exc}") from None
+    if not settings.effective_dry_run:
+        try:
+            check_agent_url(settings.agent_url)
+        except ValueError as exc:
+            raise SettingsError(f"agent_url (KAGENT_URL): {exc}") from None
+    try:
+        policy_from_settings(settings)
+    except PolicyError as exc:
+        raise SettingsError(f"KHOOK_AGENT_NAMESPACES / KHOOK_AGENT_GRANTS: {exc}") from None
 
 
 def build_agent(settings: Settings, clock: Clock) -> AgentClient:
@@ -53,7 +89,48 @@ def build_agent(settings: Settings, clock: Clock) -> AgentClient:
         user_id=settings.user_id,
         token=settings.read_token,
         blocking=settings.agent_blocking,
+        max_response_bytes=settings.agent_max_response_bytes,
+        max_retry_after=settings.max_retry_after,
+        # Waiting for a free connection counts against the call's deadline: room for every
+        # event thread and every call they fan out to.
+        max_connections=settings.threads + 4 * settings.agent_concurrency,
     )
+
+
+def build_renderer(settings: Settings) -> ProcessRenderer:
+    """Prompts render in sandbox processes (shared by every renderer of the process)."""
+    return ProcessRenderer(
+        timeout=settings.render_timeout,
+        memory_bytes=settings.render_memory_bytes,
+        workers=settings.render_workers,
+    )
+
+
+def build_admission(
+    settings: Settings,
+    known_types: frozenset[str],
+    renderer: Renderer,
+    policy: AgentPolicy | None = None,
+) -> Admission:
+    """Which Hooks are in force, as the settings say: agent policy, quota, prompt checks."""
+    return Admission(
+        known_types=known_types,
+        control_namespace=settings.control_namespace,
+        policy=policy or policy_from_settings(settings),
+        max_hooks_per_namespace=settings.max_hooks_per_namespace,
+        prompt_check=renderer.check,
+        check_workers=settings.render_workers,
+    )
+
+
+CLAIM_MARGIN_SECONDS = 5.0
+
+
+def claim_timeout(settings: Settings) -> timedelta:
+    """The longest one firing can hold its claim unconfirmed: the render and agent deadlines
+    (both hard), plus a margin for the store's own round trips."""
+    seconds = settings.render_timeout + settings.agent_timeout + CLAIM_MARGIN_SECONDS
+    return timedelta(seconds=seconds)
 
 
 def state_namespace(settings: Settings) -> str:
@@ -76,7 +153,16 @@ def build_pipeline(
     """The pipeline and its collaborators, as the settings say. ``api`` and ``background``
     are for tests: a client for an API double, and writers that only write when flushed."""
     clock = clock or SystemClock()
+    preflight(settings)
     rules = load_rules(settings.rules)
+    for warning in rules.warnings:
+        log(logger, logging.WARNING, "rule pattern noted", warning=warning)
+    try:
+        policy = policy_from_settings(settings)
+    except PolicyError as exc:
+        raise SettingsError(f"KHOOK_AGENT_NAMESPACES / KHOOK_AGENT_GRANTS: {exc}") from exc
+    renderer = build_renderer(settings)
+    admission = build_admission(settings, rules.event_types, renderer, policy)
     if api is None and settings.uses_cluster:
         api = connect(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
     elif api is not None:
@@ -116,6 +202,7 @@ def build_pipeline(
             namespaces=settings.watch_namespaces,
             on_change=status.hooks_changed,
             cold_start_wait=settings.cold_start_wait,
+            admission=admission,
         )
         cluster_hooks.start()
         hooks, recorder = cluster_hooks, KubeRecorder(status, events)
@@ -126,19 +213,33 @@ def build_pipeline(
             known_types=rules.event_types,
             control_namespace=settings.control_namespace,
             clock=clock,
+            admission=admission,
         )
         file_hooks.current()  # load now, so problems show at start-up
         hooks, recorder = file_hooks, LogRecorder()
+    try:
+        authenticator = build_authenticator(settings, api, clock)
+    except ValueError as exc:
+        hooks.close()
+        raise SettingsError(f"auth: {exc}") from exc
     pipeline = Pipeline(
         hooks=hooks,
         rules=rules,
-        dedup=Deduplicator(store, clock, settings.max_signal_age),
+        dedup=Deduplicator(store, clock, settings.max_signal_age, claim_timeout(settings)),
         agent=breaker,
         recorder=recorder,
         clock=clock,
-        config=PipelineConfig(settings.control_namespace, settings.max_signal_age),
+        config=PipelineConfig(
+            settings.control_namespace,
+            settings.max_signal_age,
+            max_calls_per_event=settings.max_calls_per_event,
+            agent_concurrency=settings.agent_concurrency,
+            claim_timeout=claim_timeout(settings),
+        ),
         reader=ClusterObjectReader(api, clock) if api is not None else None,
         background=tuple(parts),
+        authenticator=authenticator,
+        renderer=renderer,
     )
     log(
         logger,
@@ -150,6 +251,7 @@ def build_pipeline(
         dedup=settings.effective_dedup,
         stateNamespace=namespace or None,
         agent="dry-run" if settings.effective_dry_run else settings.agent_url,
+        auth=settings.auth,
         a2aVersion=settings.a2a_version,
         controlNamespace=settings.control_namespace,
     )
@@ -161,7 +263,11 @@ class NotReady(RuntimeError):
 
 
 class Runtime:
-    """Holds the process's pipeline; builds it on first use and retries a failed build."""
+    """Holds the process's pipeline; builds it on first use and retries a failed build.
+
+    The pipeline runs on a pool of ``settings.threads`` worker threads per process, made after
+    gunicorn forks the worker (never in the master, whose threads would not survive the fork).
+    """
 
     def __init__(self, settings: Settings, factory: Callable[[], Pipeline]) -> None:
         self.settings = settings
@@ -171,10 +277,16 @@ class Runtime:
         self._failed_at = float("-inf")
         self._lock = threading.Lock()
         self._clock = SystemClock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_pid = 0
+        self._warming = False
 
     def close(self) -> None:
         with self._lock:
             pipeline, self._pipeline = self._pipeline, None
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         if pipeline is not None:
             pipeline.close()
 
@@ -193,6 +305,63 @@ class Runtime:
                     log(logger, logging.ERROR, "khook cannot start", error=str(exc))
                     raise NotReady(self._error) from exc
             return self._pipeline
+
+    def executor(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        if self._executor is None or self._executor_pid != pid:
+            with self._lock:
+                if self._executor is None or self._executor_pid != pid:
+                    self._executor = ThreadPoolExecutor(
+                        max_workers=self.settings.threads, thread_name_prefix="khook-event"
+                    )
+                    self._executor_pid = pid
+        return self._executor
+
+    async def run(self, work: Callable[[Pipeline], T]) -> T:
+        """``work(pipeline)`` on a worker thread; the pipeline is built there first if need be
+        (a cold start in cluster mode waits for the first list of Hooks)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor(), lambda: work(self.pipeline()))
+
+    def warm(self) -> None:
+        """Build the pipeline in the background, so the first event does not wait for it."""
+        with self._lock:
+            if self._warming or self._pipeline is not None:
+                return
+            self._warming = True
+
+        def build() -> None:
+            try:
+                self.pipeline()
+            except NotReady:
+                pass  # logged; /readyz reports it
+            finally:
+                with self._lock:
+                    self._warming = False
+
+        threading.Thread(target=build, name="khook-warm", daemon=True).start()
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports; never blocks (a build is started in the background)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            self.warm()
+            return {"ready": False, "status": "not ready", "error": self._error or "starting"}
+        hooks = pipeline.hooks.current(wait=False)
+        store = pipeline.dedup.health()
+        state: dict[str, Any] = {
+            "ready": True,
+            "status": "ready",
+            "hooks": len(hooks.hooks),
+            "invalidHooks": len(hooks.invalid),
+            "store": {"ready": store.ready, "problems": list(store.problems)},
+        }
+        if not hooks.synced:
+            state.update(ready=False, status="not ready", error="listing Hooks")
+        elif not store.ready:
+            problem = store.problems[-1] if store.problems else "unavailable"
+            state.update(ready=False, status="not ready", error=f"dedup store: {problem}")
+        return state
 
 
 _lock = threading.Lock()

@@ -12,9 +12,12 @@ from pathlib import Path
 from khook.core.durations import DurationError, parse_duration
 
 A2A_VERSIONS = ("0.3", "1.0", "auto")
-DEFAULT_DEDUP = "tinydb:.khook/dedup.json"
+DEFAULT_DEDUP = "tinydb:.khook/dedup"
 DEFAULT_CONTROL_NAMESPACE = "khook-system"
-DEFAULT_USER_ID = "admin@kagent.dev"
+# The identity khook presents to Kagent (X-User-Id), per tenant: {namespace} and {name} are the
+# Hook's. A value without placeholders is one identity for every tenant.
+DEFAULT_USER_ID = "khook:{namespace}"
+AUTH_MODES = ("none", "token", "oidc")
 MIB = 1024 * 1024
 
 
@@ -50,11 +53,27 @@ ENV = {
     "pod_name": "POD_NAME",
     "pod_namespace": "POD_NAMESPACE",
     "kubeconfig": "KUBECONFIG",
+    "auth": "KHOOK_AUTH",
+    "auth_token_file": "KHOOK_AUTH_TOKEN_FILE",
+    "auth_audience": "KHOOK_AUTH_AUDIENCE",
+    "auth_senders": "KHOOK_AUTH_SENDERS",
+    "agent_namespaces": "KHOOK_AGENT_NAMESPACES",
+    "agent_grants": "KHOOK_AGENT_GRANTS",
+    "max_hooks_per_namespace": "KHOOK_MAX_HOOKS_PER_NAMESPACE",
+    "max_calls_per_event": "KHOOK_MAX_CALLS_PER_EVENT",
+    "agent_concurrency": "KHOOK_AGENT_CONCURRENCY",
+    "agent_max_response_bytes": "KHOOK_AGENT_MAX_RESPONSE_BYTES",
+    "max_retry_after": "KHOOK_MAX_RETRY_AFTER",
+    "render_timeout": "KHOOK_RENDER_TIMEOUT",
+    "render_memory_bytes": "KHOOK_RENDER_MEMORY_BYTES",
+    "render_workers": "KHOOK_RENDER_WORKERS",
+    "request_timeout": "KHOOK_REQUEST_TIMEOUT",
 }
 HOOKS_FROM_CLUSTER = "cluster"  # KHOOK_HOOKS=cluster
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CLUSTER_STORES = ("lease", "configmap")
 TOKEN_ENV = "KAGENT_TOKEN"  # noqa: S105 - the variable's name, not a secret
+AUTH_TOKEN_ENV = "KHOOK_AUTH_TOKEN"  # noqa: S105 - the variable's name, not a secret
 
 
 @dataclass(frozen=True)
@@ -89,6 +108,27 @@ class Settings:
     pod_namespace: str = ""
     kubeconfig: str = ""
     in_cluster: bool = False
+    # Sender authentication: none | token (a shared secret) | oidc (Knative sender identity).
+    auth: str = "none"
+    auth_token: str = field(default="", repr=False)
+    auth_token_file: str = ""
+    auth_audience: str = ""  # oidc: the audience the sender's token must carry
+    auth_senders: tuple[str, ...] = ()  # oidc: allowed subjects (system:serviceaccount:ns:name)
+    # Agent boundaries: a Hook may call agents in its own namespace, in these, and in the
+    # namespaces its namespace is granted ("team-a=ml-agents,shared;team-b=ml-agents").
+    agent_namespaces: tuple[str, ...] = ("kagent",)
+    agent_grants: str = ""
+    # Bounds on what one tenant can make one event cost.
+    max_hooks_per_namespace: int = 50
+    max_calls_per_event: int = 32
+    agent_concurrency: int = 8  # agent calls of one event in flight at once
+    agent_max_response_bytes: int = MIB
+    max_retry_after: float = 300.0  # an agent's Retry-After passed on is capped at this
+    # Prompt rendering runs in a separate process: a deadline and a memory cap per render.
+    render_timeout: float = 2.0
+    render_memory_bytes: int = 256 * MIB
+    render_workers: int = 2
+    request_timeout: float = 10.0  # reading one request's body
 
     @property
     def effective_dedup(self) -> str:
@@ -100,7 +140,7 @@ class Settings:
     def uses_cluster(self) -> bool:
         """Whether khook talks to the Kubernetes API at all."""
         kind = self.effective_dedup.partition(":")[0]
-        return self.hooks_from_cluster or kind in CLUSTER_STORES
+        return self.hooks_from_cluster or kind in CLUSTER_STORES or self.auth == "oidc"
 
     @property
     def identity(self) -> str:
@@ -121,6 +161,17 @@ class Settings:
                 return None
         return self.token or None
 
+    def read_auth_token(self) -> str | None:
+        """The shared secret a sender presents to a khook with KHOOK_AUTH=token (``khook
+        source`` and ``khook send``): the file's first line, else the variable."""
+        if self.auth_token_file:
+            try:
+                lines = Path(self.auth_token_file).read_text(encoding="utf-8").split()
+            except OSError:
+                return None
+            return lines[0] if lines else None
+        return self.auth_token or None
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         env = os.environ if env is None else env
@@ -131,6 +182,8 @@ class Settings:
                 values[f.name] = env[name]
         if env.get(TOKEN_ENV):
             values["token"] = env[TOKEN_ENV]
+        if env.get(AUTH_TOKEN_ENV):
+            values["auth_token"] = env[AUTH_TOKEN_ENV]
         hooks = values.get("hooks")
         if isinstance(hooks, str) and hooks.strip() == HOOKS_FROM_CLUSTER:
             del values["hooks"]
@@ -164,17 +217,59 @@ class Settings:
             raise SettingsError("threads and workers must be >= 1")
         if settings.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
+        if settings.auth not in AUTH_MODES:
+            raise SettingsError(f"auth (KHOOK_AUTH) must be one of {', '.join(AUTH_MODES)}")
+        positive = (
+            "max_hooks_per_namespace",
+            "max_calls_per_event",
+            "agent_concurrency",
+            "agent_max_response_bytes",
+            "render_workers",
+        )
+        for name in positive:
+            if getattr(settings, name) < 1:
+                raise SettingsError(f"{name} ({ENV[name]}) must be at least 1")
+        for name in ("render_timeout", "request_timeout", "max_retry_after"):
+            if getattr(settings, name) <= 0:
+                raise SettingsError(f"{name} ({ENV[name]}) must be above zero")
         return settings
 
 
+_INTEGERS = frozenset(
+    {
+        "port",
+        "threads",
+        "workers",
+        "agent_attempts",
+        "max_body_bytes",
+        "max_hooks_per_namespace",
+        "max_calls_per_event",
+        "agent_concurrency",
+        "agent_max_response_bytes",
+        "render_memory_bytes",
+        "render_workers",
+    }
+)
+_SECONDS = frozenset(
+    {
+        "agent_timeout",
+        "graceful_timeout",
+        "cold_start_wait",
+        "max_retry_after",
+        "render_timeout",
+        "request_timeout",
+    }
+)
+
+
 def _coerce(key: str, value: object) -> object:
-    if key in ("hooks", "rules", "watch_namespaces"):
+    if key in ("hooks", "rules", "watch_namespaces", "auth_senders", "agent_namespaces"):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return tuple(str(v) for v in value)  # type: ignore[attr-defined]
-    if key in ("port", "threads", "workers", "agent_attempts", "max_body_bytes"):
+    if key in _INTEGERS:
         return int(str(value))
-    if key in ("agent_timeout", "graceful_timeout", "cold_start_wait"):
+    if key in _SECONDS:
         if isinstance(value, int | float):
             return float(value)
         return parse_duration(str(value)).total_seconds()

@@ -5,7 +5,12 @@ small set of resources: one global resourceVersion, optimistic concurrency (409 
 AlreadyExists/NotFound/Invalid Status bodies, status subresources, merge/JSON/strategic-merge
 patches (strategic refused for custom resources, 415), label and field selectors, and watches
 with history replay, 410 Expired, bookmarks and timeouts. Every request is recorded with its
-RBAC verb, so tests can assert on what a component asked the API server.
+RBAC verb, so tests can assert on what a component asked the API server. It also serves the
+cluster's ServiceAccount token issuer (OIDC discovery and JWKS) for keys the tests control:
+``server.issuer`` (tests/support/apiserver_oidc.py) mints the tokens it verifies. Faults a
+test can ask for: ``end_watches`` (cleanly or with an ERROR event), ``drop_watches`` (a cut
+connection), ``refusing`` (429 TooManyRequests for some verbs) and ``fail_next`` (the next
+matching requests fail with a given status).
 
     with APIServer() as server:
         api = kubernetes.client.CoreV1Api(server.api_client())
@@ -20,7 +25,7 @@ import pathlib
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from http.server import ThreadingHTTPServer
 from types import TracebackType
@@ -29,11 +34,12 @@ from typing import Any, Self
 import kubernetes.client
 import yaml
 
-from tests.support.apiserver_http import Dispatcher, Handler, Router
-from tests.support.apiserver_model import RecordedRequest, ResourceType
-from tests.support.apiserver_store import Store
+from tests.support.apiserver_http import Dispatcher, Handler, PlannedFailure, Router
+from tests.support.apiserver_model import ApiError, RecordedRequest, ResourceType
+from tests.support.apiserver_oidc import Issuer
+from tests.support.apiserver_store import Interruption, Store
 
-__all__ = ["DEFAULT_RESOURCES", "APIServer", "RecordedRequest", "ResourceType"]
+__all__ = ["DEFAULT_RESOURCES", "APIServer", "Issuer", "RecordedRequest", "ResourceType"]
 
 TOKEN = "test-token"  # accepted, never checked: the double does not authenticate
 _STOP_SECONDS = 0.8  # at most this long, a stopping server lets streams and requests end
@@ -103,8 +109,10 @@ class APIServer:
         *,
         history: int = 1000,
         bookmark_interval: float = 1.0,
+        issuer: Issuer | None = None,
     ) -> None:
         self.resources = tuple(resources)
+        self.issuer = issuer if issuer is not None else Issuer()
         self.url = ""
         self.requests: list[RecordedRequest] = []
         self._requests_lock = threading.Lock()
@@ -112,12 +120,12 @@ class APIServer:
         self._bookmark_interval = bookmark_interval
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._dispatcher = Dispatcher(
+            self._store, Router(self.resources), self._record, self._bookmark_interval, self.issuer
+        )
 
     def __enter__(self) -> Self:
-        dispatcher = Dispatcher(
-            self._store, Router(self.resources), self._record, self._bookmark_interval
-        )
-        handler = type("APIServerHandler", (Handler,), {"dispatcher": dispatcher})
+        handler = type("APIServerHandler", (Handler,), {"dispatcher": self._dispatcher})
         self._server = _Server(handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
@@ -186,6 +194,48 @@ class APIServer:
     def compact(self) -> None:
         """Forget the watch history: a watch from any older resourceVersion gets 410 Expired."""
         self._store.compact()
+
+    def end_watches(self, code: int = 0, reason: str = "", message: str = "") -> int:
+        """End every open watch stream after the events it was sent (changes made later do
+        not reach it): cleanly, as when its timeoutSeconds pass, or, given a code, with an
+        ERROR event carrying that Status, as the real server does when a watch fails (e.g.
+        410 Expired, 500 InternalError). Returns how many streams were open."""
+        error = ApiError(code, reason, message).body() if code else None
+        return self._store.interrupt_watches(Interruption(error=error))
+
+    def drop_watches(self) -> int:
+        """Cut the connection of every open watch stream mid-stream (no final chunk), as a
+        crashing server or a resetting proxy does. Returns how many streams were open."""
+        return self._store.interrupt_watches(Interruption(drop=True))
+
+    @contextlib.contextmanager
+    def refusing(self, *verbs: str) -> Iterator[None]:
+        """Meanwhile, answer requests with these verbs (e.g. "list", "watch") 429
+        TooManyRequests, as API Priority and Fairness does to a throttled flow."""
+        self._dispatcher.refused_verbs = frozenset(verbs)
+        try:
+            yield
+        finally:
+            self._dispatcher.refused_verbs = frozenset()
+
+    def fail_next(
+        self,
+        status: int,
+        reason: str,
+        *,
+        verbs: tuple[str, ...] = (),
+        resources: tuple[str, ...] = (),
+        count: int = 1,
+    ) -> None:
+        """The next ``count`` matching requests fail with ``status`` and a Status body, as a
+        real server's do (503 ServiceUnavailable from an overloaded server, 504 Timeout from
+        etcd, 429 TooManyRequests, 409 Conflict, 500 InternalError)."""
+        failure = PlannedFailure(frozenset(verbs), frozenset(resources), status, reason, count)
+        self._dispatcher.planned.append(failure)
+
+    def clear_failures(self) -> None:
+        """Forget the failures planned with ``fail_next`` that have not happened yet."""
+        self._dispatcher.planned.clear()
 
     def clear_requests(self) -> None:
         with self._requests_lock:

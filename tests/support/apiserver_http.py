@@ -8,6 +8,7 @@ so that a client which has its answer always finds its request in the log.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -26,6 +27,7 @@ from tests.support.apiserver_model import (
     no_such_resource,
     unsupported_media_type,
 )
+from tests.support.apiserver_oidc import ISSUER_PATHS, Issuer
 from tests.support.apiserver_patch import PatchFailed, json_patch, merge_patch, strip_directives
 from tests.support.apiserver_select import Matcher, build_matcher
 from tests.support.apiserver_store import Store
@@ -196,16 +198,24 @@ class Dispatcher:
         router: Router,
         record: Callable[[RecordedRequest], None],
         bookmark_interval: float,
+        issuer: Issuer | None = None,
     ) -> None:
         self._store = store
         self._router = router
         self._record = record
         self._bookmark_interval = bookmark_interval
+        self._issuer = issuer
+        self.refused_verbs: frozenset[str] = frozenset()  # see APIServer.refusing
+        self.planned: list[PlannedFailure] = []  # see APIServer.fail_next
+        self._planned_lock = threading.Lock()
 
     def handle(self, handler: BaseHTTPRequestHandler) -> None:
         url = urlsplit(handler.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         body = _read_body(handler)  # always drained, so that the connection stays in step
+        if self._issuer is not None and url.path in ISSUER_PATHS:
+            self._serve_issuer(handler, url.path, url.query)
+            return
         route = self._router.route(url.path)
         verb = verb_for(handler.command, route, query)
         content_type = handler.headers.get("Content-Type", "")
@@ -238,12 +248,46 @@ class Dispatcher:
         record(code)
         send_json(handler, code, payload)
 
+    def _serve_issuer(self, handler: BaseHTTPRequestHandler, path: str, query: str) -> None:
+        """OIDC discovery and JWKS: non-resource URLs, which RBAC names by path (verb get)."""
+        assert self._issuer is not None
+        host = handler.headers.get("Host", "127.0.0.1")
+        code, content_type, data = self._issuer.serve(handler.command, path, host)
+        verb = "get" if handler.command == "GET" else handler.command.lower()
+        self._record(
+            RecordedRequest(
+                method=handler.command,
+                path=path,
+                verb=verb,
+                group="",
+                version="",
+                resource="",
+                subresource="",
+                namespace="",
+                name="",
+                status=code,
+                content_type=handler.headers.get("Content-Type", ""),
+                user_agent=handler.headers.get("User-Agent", ""),
+                query=query,
+            )
+        )
+        handler.send_response(code)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(data)))
+        if code == 200:
+            handler.send_header("Cache-Control", "public, max-age=3600")
+        handler.end_headers()
+        handler.wfile.write(data)
+
     def _answer(self, request: Request) -> Watch | tuple[int, Obj]:
         """A watch to stream, or the status code and body of a plain answer."""
         rt = request.route.rt
         try:
             if rt is None:
                 raise no_such_resource()
+            if request.verb in self.refused_verbs:
+                raise too_many_requests()
+            self._planned_failure(request.verb, rt.plural)
             if request.verb == "watch":
                 match, plan = self._matcher(request, rt), plan_watch(request.query)
                 return Watch(self._store, rt, match, plan, self._bookmark_interval)
@@ -254,6 +298,15 @@ class Dispatcher:
             # Answer like the real server's 500 so that the test sees the bug, not a hang-up.
             message = f"Internal error occurred: {error!r}"
             return 500, ApiError(500, "InternalError", message, {}).body()
+
+    def _planned_failure(self, verb: str, plural: str) -> None:
+        with self._planned_lock:
+            for planned in self.planned:
+                if planned.matches(verb, plural):
+                    planned.count -= 1
+                    if planned.count <= 0:
+                        self.planned.remove(planned)
+                    raise ApiError(planned.status, planned.reason, planned.message(), {})
 
     def _matcher(self, request: Request, rt: ResourceType) -> Matcher:
         route, query = request.route, request.query
@@ -297,6 +350,32 @@ class Dispatcher:
             raise bad_request("DeleteOptions must be a JSON object")
         preconditions = options.get("preconditions") or {}
         return preconditions if isinstance(preconditions, dict) else {}
+
+
+@dataclass
+class PlannedFailure:
+    """The next ``count`` requests with one of these verbs on one of these resources fail with
+    ``status`` (a Status body with ``reason``, as the real server writes them)."""
+
+    verbs: frozenset[str]
+    resources: frozenset[str]
+    status: int
+    reason: str
+    count: int = 1
+
+    def matches(self, verb: str, plural: str) -> bool:
+        return (not self.verbs or verb in self.verbs) and (
+            not self.resources or plural in self.resources
+        )
+
+    def message(self) -> str:
+        return f"injected by the test: {self.reason}"
+
+
+def too_many_requests() -> ApiError:
+    """API Priority and Fairness turning a request away (the real server adds Retry-After)."""
+    message = "Too many requests, please try again later."
+    return ApiError(429, "TooManyRequests", message, {"retryAfterSeconds": 1})
 
 
 class Handler(BaseHTTPRequestHandler):

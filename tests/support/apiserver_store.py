@@ -63,12 +63,22 @@ class Change:
     prev: Obj | None
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """How a test ends the open watch streams (``Store.interrupt_watches``): with an ERROR
+    event carrying ``error`` (a Status), by cutting the connection (``drop``), or cleanly."""
+
+    error: Obj | None = None
+    drop: bool = False
+
+
 class Subscription:
     """A watcher's queue of changes not yet sent."""
 
     def __init__(self, key: Key) -> None:
         self.key = key
         self.pending: deque[Change] = deque()
+        self.interrupted: Interruption | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class Batch:
     changes: list[Change]
     resource_version: int  # the global rv once these changes are sent (for bookmarks)
     closed: bool
+    interrupted: Interruption | None = None  # after these changes, end the stream this way
 
 
 def _now() -> str:
@@ -328,11 +339,12 @@ class Store:
         """Wait (without holding the lock) until there are changes, the store closes or
         ``timeout`` passes; take the pending changes."""
         with self.lock:
-            if not subscription.pending and not self._closed:
+            idle = not subscription.pending and subscription.interrupted is None
+            if idle and not self._closed:
                 self.lock.wait(timeout)
             changes = list(subscription.pending)
             subscription.pending.clear()
-            return Batch(changes, self._rv, self._closed)
+            return Batch(changes, self._rv, self._closed, subscription.interrupted)
 
     def close_watch(self, subscription: Subscription) -> None:
         with self.lock:
@@ -342,6 +354,17 @@ class Store:
     def wait_watches_closed(self, timeout: float) -> bool:
         with self.lock:
             return self.lock.wait_for(lambda: not self._subscriptions, timeout)
+
+    def interrupt_watches(self, how: Interruption) -> int:
+        """End every open watch stream after the changes already committed (none committed
+        later reaches it): the streams stop following the store now. Returns how many."""
+        with self.lock:
+            interrupted = list(self._subscriptions)
+            for subscription in interrupted:
+                subscription.interrupted = how
+                self._subscriptions.discard(subscription)
+            self.lock.notify_all()
+            return len(interrupted)
 
     def compact(self) -> None:
         with self.lock:

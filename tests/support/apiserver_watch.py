@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler
 
 from tests.support.apiserver_model import ApiError, Obj, ResourceType, bad_request
 from tests.support.apiserver_select import Matcher
-from tests.support.apiserver_store import Change, Store, Subscription
+from tests.support.apiserver_store import Change, Interruption, Store, Subscription
 
 # How often an idle stream checks that its client is still there.
 _POLL_SECONDS = 0.2
@@ -97,6 +97,15 @@ class ChunkedWriter:
     def end(self) -> None:
         self._write(b"0\r\n\r\n")
 
+    def drop(self) -> None:
+        """Cut the connection mid-stream, without the final chunk: the client's read fails."""
+        self.broken = True
+        try:
+            self._handler.wfile.flush()
+            self._handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the client went away first
+
     def client_gone(self) -> bool:
         sock = self._handler.connection
         try:
@@ -165,6 +174,10 @@ class Watch:
             if batch.closed:
                 return
             events = visible_events(batch.changes, self.match)
+            if batch.interrupted is not None:
+                writer.send(events)
+                _interrupt(writer, batch.interrupted)
+                return
             if not events and plan.bookmarks and time.monotonic() - last_sent >= interval:
                 events = [bookmark(self.rt, batch.resource_version)]
             if events:
@@ -172,3 +185,12 @@ class Watch:
                 last_sent = time.monotonic()
             elif writer.client_gone():
                 return
+
+
+def _interrupt(writer: ChunkedWriter, how: Interruption) -> None:
+    """End a stream as a test asked (``APIServer.end_watches``/``drop_watches``)."""
+    if how.drop:
+        writer.drop()
+    elif how.error is not None:
+        # As the real server does when a watch fails: one ERROR event, then the stream ends.
+        writer.send([{"type": "ERROR", "object": how.error}])

@@ -173,3 +173,14 @@ def config(event_type: str, agent: str = "k8s-agent", **extra: Any) -> dict[str,
         "prompt": f"{event_type} on {{{{.ResourceName}}}}",
         **extra,
     }
+
+
+@contextmanager
+def cluster_function(server: APIServer, clock: Clock, settings: Settings) -> Iterator[Any]:
+    """The function on a real port, in cluster mode against ``server``, its Hooks listed."""
+    from tests.support.function import FunctionServer
+
+    with FunctionServer(settings, clock, lambda: cluster_pipeline(server, clock, settings)) as fn:
+        pipeline = fn.runtime.pipeline()
+        wait_until(lambda: pipeline.hooks.current(wait=False).synced, 60, "the Hook list")
+        yield fn

@@ -154,3 +154,8 @@ def oom_status(finished: str = "2026-11-23T09:19:59Z", restarts: int = 1) -> dic
             "terminated": {"reason": "OOMKilled", "exitCode": 137, "finishedAt": finished}
         },
     }
+
+
+def oom_request(namespace: str = "default") -> tuple[dict[str, str], bytes]:
+    """An ApiServerSource request (binary mode) for a Pod that was just OOM-killed."""
+    return binary(apiserver_event(pod(namespace=namespace, container_statuses=[oom_status()])))

@@ -1,29 +1,39 @@
 """The khook function on a real HTTP port, in this process so that tests control its clock.
 
 The app is the one functions-framework builds from khook's entry file, exactly as
-``khook serve`` and ``functions-framework --target handle`` build it.
+``khook serve`` and ``functions-framework --target handle`` build it, served by uvicorn with
+the protocol and limits ``khook serve`` gives its workers (khook.serving).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import uvicorn
 from functions_framework import create_app
-from werkzeug.serving import make_server
 
 from khook import runtime
 from khook.cli.serve import ENTRY
 from khook.clock import Clock
 from khook.pipeline import Pipeline
+from khook.serving import HEAD_TIMEOUT, uvicorn_options
 from khook.settings import Settings
 
 
 class FunctionServer:
     def __init__(
-        self, settings: Settings, clock: Clock, build: Callable[[], Pipeline] | None = None
+        self,
+        settings: Settings,
+        clock: Clock,
+        build: Callable[[], Pipeline] | None = None,
+        *,
+        head_timeout: float = HEAD_TIMEOUT,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -38,17 +48,20 @@ class FunctionServer:
         runtime.install(self.runtime)
         app = create_app(target="handle", source=str(ENTRY), signature_type="http")
         self.handled = 0
-        wsgi = app.wsgi_app
 
-        def counting(environ: Any, start_response: Any) -> Any:
-            self.handled += 1
-            return wsgi(environ, start_response)
+        async def counting(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                self.handled += 1
+            await app(scope, receive, send)
 
-        app.wsgi_app = counting
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(counting, lifespan="off", **uvicorn_options(head_timeout))
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
@@ -59,12 +72,20 @@ class FunctionServer:
         return self.http.get(path)
 
     def __enter__(self) -> FunctionServer:
+        # As `khook serve` does in each worker as it starts (there in the background; here at
+        # once, so that tests start from a known state).
+        with contextlib.suppress(runtime.NotReady):
+            self.runtime.pipeline()
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the function's server did not start")
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.http.close()
-        self._server.shutdown()
+        self._server.should_exit = True
         self._thread.join(timeout=10)
-        if self.pipeline is not None:
-            self.pipeline.close()
+        self.runtime.close()

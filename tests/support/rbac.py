@@ -13,6 +13,7 @@ from tests.support.events import ROOT
 
 RBAC = ROOT / "config" / "rbac"
 SERVICE_ACCOUNT = ("khook-system", "khook")
+NON_RESOURCE = "<nonResourceURL>"  # the group of a Grant for a non-resource URL
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ def grants(directory: Path = RBAC, subject: tuple[str, str] = SERVICE_ACCOUNT) -
         role = roles.get((ref["kind"], role_ns, ref["name"]))
         assert role is not None, f"{binding['metadata']['name']} binds a role that is not defined"
         for rule in role.get("rules", []):
+            for url in rule.get("nonResourceURLs", []):
+                for verb in rule.get("verbs", []):
+                    out.add(Grant(NON_RESOURCE, url, verb, None))
             for group in rule.get("apiGroups", []):
                 for resource in rule.get("resources", []):
                     for verb in rule.get("verbs", []):
@@ -71,6 +75,8 @@ def grants(directory: Path = RBAC, subject: tuple[str, str] = SERVICE_ACCOUNT) -
 
 
 def needed(request: Any) -> tuple[str, str, str, str]:
+    if not request.resource:  # a non-resource URL such as /openid/v1/jwks
+        return NON_RESOURCE, request.path, request.verb, ""
     resource = request.resource + (f"/{request.subresource}" if request.subresource else "")
     return request.group, resource, request.verb, request.namespace
 

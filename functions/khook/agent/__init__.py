@@ -3,14 +3,17 @@
 from khook.agent._breaker import CircuitBreaker
 from khook.agent._client import A2AClient
 from khook.agent._dryrun import DryRunClient
+from khook.agent._identity import UserIdTemplateError, check_user_id_template, user_id_for
 from khook.agent._protocol import (
     A2AVersion,
     AgentClient,
     AgentError,
     AgentRequest,
     AgentResult,
+    agent_endpoint,
     build_http_request,
 )
+from khook.agent._transport import check_agent_url
 
 __all__ = [
     "A2AClient",
@@ -21,5 +24,10 @@ __all__ = [
     "AgentResult",
     "CircuitBreaker",
     "DryRunClient",
+    "UserIdTemplateError",
+    "agent_endpoint",
     "build_http_request",
+    "check_agent_url",
+    "check_user_id_template",
+    "user_id_for",
 ]

@@ -14,14 +14,24 @@ logger = logging.getLogger("khook.agent")
 
 @dataclass
 class _Circuit:
-    failures: int = 0
-    open_until: float = 0.0
+    failures: int = 0  # retryable failures in a row while closed
+    open_until: float | None = None  # None: closed; else open until then, half-open after
+    trial: bool = False  # half-open: the one trial call is in flight
 
 
 class CircuitBreaker:
-    """Stops calling an agent that keeps failing: after ``threshold`` retryable failures in a
-    row its circuit opens for ``open_for`` seconds and calls fail at once (retryable, so the
-    event is redelivered later). Then one call is let through; success closes the circuit."""
+    """Stops calling an agent that keeps failing, per agent.
+
+    - Closed: calls go through; ``threshold`` retryable failures in a row open the circuit.
+    - Open: for ``open_for`` seconds every call fails at once (retryable, ``retry_after`` = the
+      rest of the pause), so the event is redelivered later and the agent gets a rest.
+    - Half-open (the pause is over): exactly one caller makes a trial call; every other caller
+      fails at once (retryable, ``retry_after`` = ``trial_wait``) until the trial's result. A
+      trial that succeeds, or that the agent answers with a non-retryable error (it is up),
+      closes the circuit; a retryable failure opens it again for the full pause.
+
+    A call that started while the circuit was closed and succeeds late also closes it (the agent
+    works); one that fails late does not count (the trial decides)."""
 
     def __init__(
         self,
@@ -30,21 +40,42 @@ class CircuitBreaker:
         *,
         threshold: int = 5,
         open_for: float = 30.0,
+        trial_wait: float = 5.0,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.inner = inner
         self._clock = clock
-        self._threshold = threshold
+        self._threshold = max(1, threshold)
         self._open_for = open_for
+        self._trial_wait = trial_wait
         self.on_change = on_change
         self._circuits: dict[str, _Circuit] = {}
         self._lock = threading.Lock()
 
     def send(self, request: AgentRequest) -> AgentResult:
         agent = request.agent.id
+        trial = self._admit(agent)
+        try:
+            result = self.inner.send(request)
+        except AgentError as exc:
+            self._settle(agent, trial=trial, failed=exc.retryable)
+            raise
+        except BaseException:
+            if trial:  # no verdict: let the next caller try
+                with self._lock:
+                    if circuit := self._circuits.get(agent):
+                        circuit.trial = False
+            raise
+        self._settle(agent, trial=trial, failed=False)
+        return result
+
+    def _admit(self, agent: str) -> bool:
+        """Whether this call is the half-open trial; raises if the call may not go through."""
         now = self._clock.monotonic()
         with self._lock:
-            circuit = self._circuits.setdefault(agent, _Circuit())
+            circuit = self._circuits.get(agent)
+            if circuit is None or circuit.open_until is None:
+                return False
             if circuit.open_until > now:
                 wait = circuit.open_until - now
                 raise AgentError(
@@ -52,39 +83,46 @@ class CircuitBreaker:
                     retryable=True,
                     retry_after=wait,
                 )
-        try:
-            result = self.inner.send(request)
-        except AgentError as exc:
-            if exc.retryable:
-                self._failed(agent)
-            raise
-        self._succeeded(agent)
-        return result
+            if circuit.trial:
+                raise AgentError(
+                    f"agent {agent} is failing; a trial call is under way",
+                    retryable=True,
+                    retry_after=self._trial_wait,
+                )
+            circuit.trial = True
+            return True
 
-    def _failed(self, agent: str) -> None:
+    def _settle(self, agent: str, *, trial: bool, failed: bool) -> None:
+        changed = ""
         with self._lock:
-            circuit = self._circuits.setdefault(agent, _Circuit())
-            circuit.failures += 1
-            opened = circuit.failures >= self._threshold
-            if opened:
-                circuit.open_until = self._clock.monotonic() + self._open_for
-        if opened:
+            if not failed:
+                # Only failing agents are kept: the table is as small as the trouble.
+                gone = self._circuits.pop(agent, None)
+                changed = "closed" if gone is not None and gone.open_until is not None else ""
+            else:
+                circuit = self._circuits.setdefault(agent, _Circuit())
+                if trial:
+                    circuit.trial = False
+                    changed = "open" if circuit.open_until is None else ""  # a late success
+                    circuit.open_until = self._clock.monotonic() + self._open_for
+                elif circuit.open_until is None:
+                    circuit.failures += 1
+                    if circuit.failures >= self._threshold:
+                        circuit.open_until = self._clock.monotonic() + self._open_for
+                        changed = "open"
+        if changed == "open":
             log(logger, logging.WARNING, "agent circuit open", agent=agent, seconds=self._open_for)
             self.on_change()
-
-    def _succeeded(self, agent: str) -> None:
-        with self._lock:
-            circuit = self._circuits.get(agent)
-            was_open = circuit is not None and circuit.failures >= self._threshold
-            self._circuits[agent] = _Circuit()
-        if was_open:
+        elif changed == "closed":
             log(logger, logging.INFO, "agent circuit closed", agent=agent)
             self.on_change()
+        elif trial and failed:
+            log(logger, logging.WARNING, "agent trial call failed", agent=agent)
 
     def unavailable(self) -> set[str]:
         """Agents whose circuit is open (or half-open, awaiting a successful trial call)."""
         with self._lock:
-            return {a for a, c in self._circuits.items() if c.failures >= self._threshold}
+            return {a for a, c in self._circuits.items() if c.open_until is not None}
 
     def close(self) -> None:
         self.inner.close()

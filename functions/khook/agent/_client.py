@@ -1,39 +1,49 @@
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
 from collections.abc import Callable
-from datetime import UTC
 
-import httpx
+import orjson
 
+from khook.agent._identity import check_user_id_template
 from khook.agent._protocol import (
     A2AVersion,
     AgentError,
     AgentRequest,
     AgentResult,
     HTTPRequest,
-    agent_endpoint,
+    agent_path,
     build_http_request,
+    excerpt,
+    identity_headers,
     parse_response,
     version_from_card,
 )
+from khook.agent._retry import Budget, backoff, retry_after
+from khook.agent._transport import Origin, Transport
 from khook.clock import Clock
 from khook.logs import log
+from khook.settings import DEFAULT_USER_ID, MIB
 
 logger = logging.getLogger("khook.agent")
 
 CARD_PATHS = (".well-known/agent-card.json", ".well-known/agent.json")
 CARD_TTL_SECONDS = 600.0
 CARD_FAILURE_TTL_SECONDS = 60.0
+CARD_TIMEOUT_SECONDS = 5.0  # reading the card, inside the call's own deadline
+MAX_RETRY_AFTER_SECONDS = 300.0
+MAX_CONNECTIONS = 64
 
 
 class A2AClient:
-    """Calls Kagent over A2A with httpx: bounded retries with exponential backoff and jitter on
-    connection errors, timeouts, 408, 429 and 5xx (honouring Retry-After), all inside one
-    deadline per call. ``transport`` is the httpx seam tests may use; production uses TCP."""
+    """Calls Kagent over A2A. One instance per process, shared by every thread: a bounded pool
+    of kept-alive connections. Each call has one total deadline (``timeout``, retries
+    included) that nothing the agent does can stretch; bounded retries with exponential
+    backoff and jitter on connection errors, timeouts, 408, 429 and 5xx, honouring
+    Retry-After (capped at ``max_retry_after``); answers over ``max_response_bytes`` are
+    refused while reading."""
 
     def __init__(
         self,
@@ -45,16 +55,21 @@ class A2AClient:
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
-        user_id: str = "admin@kagent.dev",
+        user_id: str = DEFAULT_USER_ID,
         token: Callable[[], str | None] = lambda: None,
         blocking: bool = False,
-        transport: httpx.BaseTransport | None = None,
+        max_response_bytes: int = MIB,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
         rng: random.Random | None = None,
     ) -> None:
+        check_user_id_template(user_id)  # a bad template fails here, at start-up
         self.base_url = base_url
         self.version = version
         self.timeout = timeout
         self.attempts = max(1, attempts)
+        self.max_response_bytes = max_response_bytes
+        self.max_retry_after = max_retry_after
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._user_id = user_id
@@ -62,37 +77,33 @@ class A2AClient:
         self._blocking = blocking
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._http = httpx.Client(transport=transport, follow_redirects=False)
+        self._http = Transport(Origin.parse(base_url), max_connections=max(1, max_connections))
         self._cards: dict[str, tuple[A2AVersion, float]] = {}
         self._cards_lock = threading.Lock()
 
     def http_request(self, request: AgentRequest) -> HTTPRequest:
-        return build_http_request(
-            self.base_url,
-            request,
-            self._version_for(request),
-            user_id=self._user_id,
-            token=self._token(),
-            blocking=self._blocking,
-        )
+        return self._build(request, Budget(self._clock, self.timeout))
 
     def send(self, request: AgentRequest) -> AgentResult:
-        deadline = self._clock.monotonic() + self.timeout
-        http_request = self.http_request(request)
+        budget = Budget(self._clock, self.timeout)
+        http_request = self._build(request, budget)
+        path = agent_path(request.agent)
+        body = orjson.dumps(http_request.body)
         attempt = 0
         while True:
             attempt += 1
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                raise AgentError(f"no answer within {self.timeout:g}s", retryable=True)
             try:
-                return self._attempt(http_request, remaining)
+                return self._attempt(path, http_request, body, budget)
             except AgentError as exc:
-                if not exc.retryable or attempt >= self.attempts:
+                if not exc.retryable:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else self._delay(attempt)
-                if self._clock.monotonic() + delay >= deadline:
-                    raise
+                if attempt >= self.attempts or delay >= budget.left():
+                    raise AgentError(
+                        f"{exc} (gave up after {attempt} attempt(s) within {self.timeout:g}s)",
+                        retryable=True,
+                        retry_after=exc.retry_after,
+                    ) from exc
                 log(
                     logger,
                     logging.WARNING,
@@ -104,82 +115,113 @@ class A2AClient:
                 )
                 self._clock.sleep(delay)
 
-    def _attempt(self, request: HTTPRequest, remaining: float) -> AgentResult:
-        try:
-            response = self._http.post(
-                request.url,
-                json=dict(request.body),
-                headers=dict(request.headers),
-                timeout=httpx.Timeout(remaining),
-            )
-        except httpx.TimeoutException as exc:
-            raise AgentError(f"agent call timed out: {exc}", retryable=True) from exc
-        except httpx.TransportError as exc:
-            raise AgentError(f"cannot reach the agent: {exc}", retryable=True) from exc
-        status = response.status_code
+    def _build(self, request: AgentRequest, budget: Budget) -> HTTPRequest:
+        path = agent_path(request.agent)  # an invalid agent is refused before any I/O
+        return build_http_request(
+            self.base_url,
+            request,
+            self._version_for(request, path, budget),
+            user_id=self._user_id,
+            token=self._token(),
+            blocking=self._blocking,
+        )
+
+    def _attempt(self, path: str, request: HTTPRequest, body: bytes, budget: Budget) -> AgentResult:
+        answer = self._http.request(
+            "POST",
+            path,
+            request.headers,
+            body,
+            until=budget.until(),
+            limit=self.max_response_bytes,
+        )
+        where = f"POST {self._http.origin.url(path)}"
+        status = answer.status
         if status in (408, 429) or status >= 500:
             raise AgentError(
-                f"agent answered HTTP {status}",
+                f"{where}: agent answered HTTP {status}",
                 retryable=True,
-                retry_after=_retry_after(response.headers.get("Retry-After"), self._clock),
+                retry_after=retry_after(
+                    answer.headers.get("retry-after"), self._clock.now(), self.max_retry_after
+                ),
             )
-        if status >= 400:
+        if not 200 <= status < 300:
+            text = excerpt(answer.body.decode("utf-8", "replace"))
+            raise AgentError(f"{where}: agent answered HTTP {status}: {text}", retryable=False)
+        if not answer.complete:
+            # Not retried: a 2xx means the agent most likely accepted the message, and it would
+            # answer a retry the same way. The incident is released, not lost.
             raise AgentError(
-                f"agent answered HTTP {status}: {response.text[:200]}", retryable=False
+                f"{where}: the agent's answer is over {self.max_response_bytes} bytes; refused",
+                retryable=False,
             )
         try:
-            payload = response.json()
-        except ValueError as exc:
-            raise AgentError("agent's answer is not JSON", retryable=False) from exc
-        return parse_response(payload)
+            payload = orjson.loads(answer.body)
+        except orjson.JSONDecodeError as exc:  # also JSON nested over 1024 deep
+            raise AgentError(f"{where}: the agent's answer is not JSON", retryable=False) from exc
+        try:
+            return parse_response(payload)
+        except AgentError as exc:
+            raise AgentError(
+                f"{where}: {exc}", retryable=exc.retryable, retry_after=exc.retry_after
+            ) from exc
 
     def _delay(self, attempt: int) -> float:
-        ceiling = min(self._max_backoff, self._backoff * 2.0 ** (attempt - 1))
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return backoff(attempt, self._backoff, self._max_backoff, self._rng)
 
-    def _version_for(self, request: AgentRequest) -> A2AVersion:
+    def _version_for(self, request: AgentRequest, path: str, budget: Budget) -> A2AVersion:
         if self.version is not A2AVersion.AUTO:
             return self.version
-        endpoint = agent_endpoint(self.base_url, request.agent)
         now = self._clock.monotonic()
         with self._cards_lock:
-            cached = self._cards.get(endpoint)
+            cached = self._cards.get(path)
             if cached and cached[1] > now:
                 return cached[0]
-        version, ttl = self._read_card(endpoint)
+        version, ttl = self._read_card(request, path, budget)
         with self._cards_lock:
-            self._cards[endpoint] = (version, now + ttl)
+            self._cards[path] = (version, now + ttl)
         return version
 
-    def _read_card(self, endpoint: str) -> tuple[A2AVersion, float]:
-        headers = {"X-User-Id": self._user_id} if self._user_id else {}
-        token = self._token()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        for path in CARD_PATHS:
+    def _read_card(
+        self, request: AgentRequest, path: str, budget: Budget
+    ) -> tuple[A2AVersion, float]:
+        headers = identity_headers(request, user_id=self._user_id, token=self._token())
+        headers["Accept"] = "application/json"
+        for card in CARD_PATHS:
             try:
-                response = self._http.get(endpoint + path, headers=headers, timeout=5.0)
-                if response.status_code == 200:
-                    return version_from_card(response.json()), CARD_TTL_SECONDS
-            except (httpx.HTTPError, ValueError):
+                answer = self._http.request(
+                    "GET",
+                    path + card,
+                    headers,
+                    None,
+                    until=budget.until(CARD_TIMEOUT_SECONDS),
+                    limit=self.max_response_bytes,
+                )
+            except AgentError as exc:
+                log(logger, logging.INFO, "agent card not read", error=str(exc))
                 continue
-        log(logger, logging.WARNING, "agent card unreadable; speaking A2A 0.3", url=endpoint)
+            if answer.status != 200:
+                continue
+            if not answer.complete:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "agent card too large; ignored",
+                    url=self._http.origin.url(path + card),
+                    limit=self.max_response_bytes,
+                )
+                continue
+            try:
+                return version_from_card(orjson.loads(answer.body)), CARD_TTL_SECONDS
+            except orjson.JSONDecodeError:
+                continue
+        log(
+            logger,
+            logging.WARNING,
+            "agent card unreadable; speaking A2A 0.3",
+            url=self._http.origin.url(path),
+        )
         return A2AVersion.V0_3, CARD_FAILURE_TTL_SECONDS
 
     def close(self) -> None:
         self._http.close()
-
-
-def _retry_after(value: str | None, clock: Clock) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - clock.now()).total_seconds())

@@ -6,6 +6,7 @@ import sys
 import uuid
 from typing import TextIO
 
+from khook.agent._identity import check_user_id_template
 from khook.agent._protocol import (
     A2AVersion,
     AgentRequest,
@@ -13,6 +14,7 @@ from khook.agent._protocol import (
     HTTPRequest,
     build_http_request,
 )
+from khook.settings import DEFAULT_USER_ID
 
 logger = logging.getLogger("khook.agent")
 
@@ -20,17 +22,19 @@ DRY_RUN_BASE_URL = "http://kagent-controller.kagent.svc.cluster.local:8083"
 
 
 class DryRunClient:
-    """Sends nothing: writes the exact A2A request it would send as one JSON line."""
+    """Sends nothing: writes the exact A2A request it would send as one JSON line, headers
+    (the per-tenant ``X-User-Id`` included) as the real client sends them."""
 
     def __init__(
         self,
         *,
         version: A2AVersion = A2AVersion.V0_3,
         base_url: str | None = None,
-        user_id: str = "admin@kagent.dev",
+        user_id: str = DEFAULT_USER_ID,
         blocking: bool = False,
         out: TextIO | None = None,
     ) -> None:
+        check_user_id_template(user_id)
         # With no agent to ask, "auto" can only mean what Kagent v0.7-v0.10 speak.
         self.version = A2AVersion.V0_3 if version is A2AVersion.AUTO else version
         self.base_url = base_url or DRY_RUN_BASE_URL

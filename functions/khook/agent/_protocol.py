@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
-from urllib.parse import quote
 
+from khook.agent._identity import UserIdTemplateError, user_id_for
 from khook.core.hooks import AgentRef
 
 VERSION_HEADER = "A2A-Version"
 JSONRPC_INTERNAL_ERROR = -32603
+MAX_ID_CHARS = 256  # an agent's task or context id longer than this is cut (they are UUIDs)
+# An agent's namespace and name go into the URL path: DNS-1123 labels only, so no "..", "/",
+# "?", "%" or anything else that could take the call outside /api/a2a/.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+# RFC 7230 token68-ish: what a bearer token may hold without breaking the header line.
+_TOKEN = re.compile(r"[!-~]+")
 
 
 class A2AVersion(StrEnum):
@@ -36,6 +43,9 @@ class AgentRequest:
     prompt: str
     message_id: str  # stable across retries of one firing, so the agent can spot a repeat
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The Hook that fires: the identity template (X-User-Id) is expanded with these.
+    hook_namespace: str = ""
+    hook_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,42 @@ class AgentClient(Protocol):
     def close(self) -> None: ...
 
 
+def agent_path(agent: AgentRef) -> str:
+    """The path of Kagent's A2A endpoint for ``agent`` (the trailing slash matters), built
+    only from DNS-1123 labels; anything else is refused (non-retryable)."""
+    for part, value in (("namespace", agent.namespace), ("name", agent.name)):
+        if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
+            shown = repr(value)[:80]
+            raise AgentError(
+                f"agent {part} {shown} is not a DNS-1123 label; not calling it", retryable=False
+            )
+    return f"/api/a2a/{agent.namespace}/{agent.name}/"
+
+
 def agent_endpoint(base_url: str, agent: AgentRef) -> str:
-    """Kagent's A2A endpoint; the trailing slash matters."""
-    return f"{base_url.rstrip('/')}/api/a2a/{quote(agent.namespace)}/{quote(agent.name)}/"
+    """Kagent's A2A endpoint URL; raises a non-retryable AgentError for an invalid agent."""
+    return base_url.rstrip("/") + agent_path(agent)
+
+
+def identity_headers(request: AgentRequest, *, user_id: str, token: str | None) -> dict[str, str]:
+    """``X-User-Id`` (the template expanded for the request's Hook) and the bearer token.
+    Raises a non-retryable AgentError for a value that cannot be a header."""
+    headers: dict[str, str] = {}
+    if user_id:
+        try:
+            headers["X-User-Id"] = user_id_for(
+                user_id, namespace=request.hook_namespace, name=request.hook_name
+            )
+        except UserIdTemplateError as exc:
+            raise AgentError(str(exc), retryable=False) from None
+    if token:
+        if not _TOKEN.fullmatch(token):
+            # Never show the token: say only that it is unusable.
+            raise AgentError(
+                "the Kagent token holds characters a header cannot carry", retryable=False
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 def build_http_request(
@@ -82,10 +125,7 @@ def build_http_request(
     blocking: bool = False,
 ) -> HTTPRequest:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if user_id:
-        headers["X-User-Id"] = user_id
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    headers.update(identity_headers(request, user_id=user_id, token=token))
     metadata = dict(request.metadata)
     if version is A2AVersion.V1_0:
         headers[VERSION_HEADER] = "1.0"
@@ -127,8 +167,9 @@ def parse_response(payload: Any) -> AgentResult:
     error = payload.get("error")
     if isinstance(error, Mapping):
         code = error.get("code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
         raise AgentError(
-            f"agent answered JSON-RPC error {code}: {error.get('message', '')}",
+            f"agent answered JSON-RPC error {code}: {excerpt(error.get('message', ''))}",
             retryable=code == JSONRPC_INTERNAL_ERROR,
         )
     result = payload.get("result")
@@ -147,12 +188,21 @@ def parse_response(payload: Any) -> AgentResult:
         state = state.removeprefix("TASK_STATE_").lower().replace("_", "-")
         if state in ("failed", "rejected", "canceled"):
             raise AgentError(f"agent {state} the task", retryable=False)
-        return AgentResult(str(body.get("id", "")), str(body.get("contextId", "")), state, kind)
+        return AgentResult(_id(body.get("id")), _id(body.get("contextId")), state[:64], kind)
     if kind == "message":
-        return AgentResult(
-            str(body.get("taskId", "")), str(body.get("contextId", "")), "answered", kind
-        )
+        return AgentResult(_id(body.get("taskId")), _id(body.get("contextId")), "answered", kind)
     raise AgentError("agent's result is neither a task nor a message", retryable=False)
+
+
+def excerpt(value: Any, limit: int = 200) -> str:
+    """Agent-supplied text for an error message: one line, bounded."""
+    text = value if isinstance(value, str) else str(value)
+    return " ".join(text[: limit * 2].split())[:limit]
+
+
+def _id(value: Any) -> str:
+    """An id from the agent, as recorded in the dedup store and logged: a bounded string."""
+    return value[:MAX_ID_CHARS] if isinstance(value, str) else ""
 
 
 def version_from_card(card: Any) -> A2AVersion:

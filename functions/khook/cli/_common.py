@@ -9,7 +9,8 @@ from typing import Any
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
-from khook.function import BadRequest, parse_cloudevent
+from khook.core import cloudevent
+from khook.core.cloudevent import CloudEventError
 from khook.settings import DEFAULT_CONTROL_NAMESPACE, ENV
 
 # Hop-by-hop and transport headers in captured requests; the HTTP client sets its own.
@@ -66,8 +67,8 @@ def load_sample(path: Path, *, structured: bool = False) -> tuple[dict[str, str]
         if not structured:
             return headers, body
         try:
-            envelope = parse_cloudevent(headers, body)
-        except BadRequest as exc:
+            envelope = cloudevent.parse(headers, body)
+        except CloudEventError as exc:
             raise SampleError(f"{path}: {exc}") from exc
         return _to_http(CloudEvent(dict(envelope.attributes), envelope.data), structured)
     if "specversion" in doc:

@@ -15,11 +15,13 @@ from khook.cli._common import (
     load_sample,
 )
 from khook.clock import SystemClock
+from khook.core import cloudevent
+from khook.core.cloudevent import CloudEventError
 from khook.core.events import NotOfInterest, Reference, decode
 from khook.core.outcome import Status
 from khook.files import FileError, HookSet, load_rules, parse_hook_documents, read_documents
-from khook.function import BadRequest, parse_cloudevent
 from khook.pipeline import Pipeline, PipelineConfig
+from khook.runtime import build_admission, build_renderer
 from khook.settings import Settings, SettingsError
 from khook.stores import Deduplicator, MemoryRecords
 
@@ -80,12 +82,18 @@ def run(args: argparse.Namespace) -> int:
             a2a_version=args.a2a_version,
         )
         rules = load_rules(settings.rules)
+        # As khook serve admits and renders: agent policy, quota, sandboxed prompts.
+        renderer = build_renderer(settings)
+        admission = build_admission(settings, rules.event_types, renderer)
         hooks = parse_hook_documents(
-            read_documents(args.hook), rules.event_types, settings.control_namespace
+            read_documents(args.hook),
+            rules.event_types,
+            settings.control_namespace,
+            admission=admission,
         )
         headers, body = load_sample(args.event)
-        envelope = parse_cloudevent(headers, body)
-    except (SettingsError, FileError, SampleError, BadRequest, ValueError) as exc:
+        envelope = cloudevent.parse(headers, body)
+    except (SettingsError, FileError, SampleError, CloudEventError, ValueError) as exc:
         print(f"khook render: {exc}", file=sys.stderr)
         return 2
     for bad in hooks.invalid:
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         recorder=_Silent(),
         clock=clock,
         config=PipelineConfig(settings.control_namespace, timedelta(days=3650)),
+        renderer=renderer,
     )
     decoded = decode(envelope, clock.now())
     if isinstance(decoded, Reference | NotOfInterest):

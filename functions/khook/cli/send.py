@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from khook.cli._common import SampleError, load_sample
+from khook.settings import Settings
 
 
 def add_parser(sub: Any) -> None:
@@ -15,7 +16,8 @@ def add_parser(sub: Any) -> None:
         "send",
         help="post sample CloudEvents to a khook function",
         description="Post CloudEvents from files (captured requests, structured CloudEvents or "
-        "bare Kubernetes objects) and print each answer's status and X-Khook-* headers.",
+        "bare Kubernetes objects) and print each answer's status and X-Khook-* headers. For a "
+        "khook with KHOOK_AUTH=token it sends the secret in KHOOK_AUTH_TOKEN(_FILE).",
     )
     p.add_argument("files", nargs="+", metavar="FILE", type=Path)
     p.add_argument("--to", required=True, metavar="URL", help="the function's URL")
@@ -30,10 +32,13 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     failures = 0
+    token = Settings.from_env().read_auth_token()
     with httpx.Client(timeout=args.timeout) as client:
         for path in args.files:
             try:
                 headers, body = load_sample(path, structured=args.structured)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
                 response = client.post(args.to, headers=headers, content=body)
             except SampleError as exc:
                 print(f"{path}: {exc}", file=sys.stderr)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,11 @@ def add_parser(sub: Any) -> None:
     )
     add_control_namespace_option(p)
     p.add_argument(
+        "--auth",
+        choices=("none", "token", "oidc"),
+        help=env_help("auth", "who may send events (none)"),
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         default=None,
@@ -96,12 +100,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
         state_namespace=args.state_namespace,
         control_namespace=args.control_namespace,
         dry_run=args.dry_run,
+        auth=args.auth,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
+        runtime.preflight(settings)
         load_rules(settings.rules)  # a broken rules file stops start-up, not every event
     except (SettingsError, FileError, ValueError) as exc:
         print(f"khook serve: {exc}", file=sys.stderr)
@@ -109,23 +115,21 @@ def run(args: argparse.Namespace) -> int:
     configure(settings.log_level)
     rt = runtime.for_settings(settings)
     runtime.install(rt)
+    # The function is ASGI: functions-framework serves it with gunicorn and uvicorn workers;
+    # khook's worker class bounds what a slow client may cost (khook.serving).
     app = create_app(target="handle", source=str(ENTRY), signature_type="http")  # type: ignore[no-untyped-call]
     create_server(  # type: ignore[no-untyped-call]
         app,
         False,
-        threads=settings.threads,
+        worker_class="khook.serving.Worker",
         workers=settings.workers,
         graceful_timeout=max(1, round(settings.graceful_timeout)),
         worker_tmp_dir=str(SHM) if SHM.is_dir() else None,
-        post_worker_init=lambda _worker: _warm(rt),
-        # On SIGTERM gunicorn stops accepting and lets in-flight requests finish; then the
-        # worker writes what its background writers hold.
+        # Build the pipeline in each worker as it starts (in the background: the probes
+        # answer meanwhile), so the first event does not wait for it.
+        post_worker_init=lambda _worker: rt.warm(),
+        # On SIGTERM the worker stops accepting and lets in-flight requests finish; then it
+        # writes what its background writers hold.
         worker_exit=lambda _server, _worker: rt.close(),
     ).run(settings.host, settings.port)
     return 0
-
-
-def _warm(rt: runtime.Runtime) -> None:
-    # Build the pipeline in the worker as it starts, so the first event does not wait.
-    with contextlib.suppress(runtime.NotReady):  # logged; /readyz reports it
-        rt.pipeline()

@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
         description="List then watch Events, Pods and Nodes and post each change to the sink "
         "as a CloudEvent shaped exactly like a Knative ApiServerSource in Resource mode, "
         "retrying like its adapter. Objects that exist at start are not replayed. Uses the "
-        "in-cluster service account in a pod, else KUBECONFIG or ~/.kube/config.",
+        "in-cluster service account in a pod, else KUBECONFIG or ~/.kube/config. For a khook "
+        "with KHOOK_AUTH=token it sends the secret in KHOOK_AUTH_TOKEN(_FILE).",
     )
     p.add_argument("--sink", required=True, metavar="URL", help="where to post (khook's URL)")
     scope = p.add_mutually_exclusive_group()
@@ -59,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     except KubeError as exc:
         print(f"khook source: {exc}", file=sys.stderr)
         return 2
-    emitter = Emitter(api, Sender(args.sink), kinds=kinds, namespaces=args.namespaces or ())
+    sender = Sender(args.sink, token=settings.read_auth_token)
+    emitter = Emitter(api, sender, kinds=kinds, namespaces=args.namespaces or ())
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from kubernetes import client
 
+from khook.admission import Admission, Ranking, Reading, Verdict
 from khook.clock import Clock
-from khook.core.hooks import Hook, HookInvalid, hook_identity, parse_hook
+from khook.core.hooks import Hook, HookInvalid, Reason, hook_identity
 from khook.core.objects import get_int, get_str
 from khook.files import HookSet
 from khook.listwatch import ListWatch
@@ -33,17 +35,30 @@ class HookDoc:
     problems: tuple[str, ...]
     status: Mapping[str, Any] = field(default_factory=dict)
     deleted: bool = False
+    reason: str = ""  # why it is not in force (core.hooks.Reason) when ``hook`` is None
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass
+class _Entry:
+    """What the watch last brought for one Hook, and what admission made of it."""
+
+    reading: Reading
+    uid: str
+    generation: int
+    status: Mapping[str, Any]
+    completed: Verdict | None = None  # its prompts compiled and checked, once it had a place
+
+
 class ClusterHookSource:
-    """Hooks from the API server, followed by list-then-watch (see :mod:`khook.listwatch`).
-    Events are matched against this cache, never with an
-    API call per event. ``on_change`` hears of every Hook that was added, changed or deleted
-    (for its status)."""
+    """Hooks from the API server, followed by list-then-watch (see :mod:`khook.listwatch`) and
+    admitted (see :mod:`khook.admission`): one Hook's change re-decides its namespace's quota
+    only. Events are matched against this cache, never with an API call per event.
+    ``on_change`` hears of every Hook that was added, changed or deleted, or whose verdict
+    changed (for its status)."""
 
     def __init__(
         self,
@@ -57,18 +72,29 @@ class ClusterHookSource:
         cold_start_wait: float = 10.0,
         watch_timeout: int = 290,
         max_backoff: float = 30.0,
+        admission: Admission | None = None,
     ) -> None:
         self._objects = client.CustomObjectsApi(api)
-        self._known_types = known_types
-        self._control_namespace = control_namespace
+        # Which Hooks are in force (agent policy, quota, prompt checks): built by the caller
+        # from its settings; the default admits with the default policy and no prompt check.
+        self._admission = admission or Admission(
+            known_types=known_types, control_namespace=control_namespace
+        )
         self._clock = clock
         self._scopes = tuple(namespaces) or ("",)
         self._on_change = on_change
         self._cold_start_wait = cold_start_wait
         self._watch_timeout = watch_timeout
         self._max_backoff = max_backoff
-        self._docs: dict[str, HookDoc] = {}  # by namespace/name
+        # Admission state, changed by the watch threads one at a time (prompt checks may be
+        # slow, so requests never wait for this lock).
+        self._admitting = threading.RLock()
+        self._entries: dict[str, _Entry] = {}  # by namespace/name
+        self._ranking = Ranking(self._admission.max_hooks_per_namespace)
+        # What requests read: the published verdicts and the HookSet made of them.
         self._lock = threading.Lock()
+        self._docs: dict[str, HookDoc] = {}
+        self._hook_set: HookSet | None = None
         self._listed: set[str] = set()
         self._ready = threading.Event()
         self._watchers: list[ListWatch] = []
@@ -79,14 +105,23 @@ class ClusterHookSource:
         if wait and not self._ready.is_set():
             self._ready.wait(self._cold_start_wait)
         with self._lock:
-            docs = sorted(self._docs.values(), key=lambda d: d.key)
-        return HookSet(
-            hooks=tuple(d.hook for d in docs if d.hook is not None),
-            invalid=tuple(
-                HookInvalid(d.namespace, d.name, d.problems) for d in docs if d.hook is None
-            ),
-            synced=self._ready.is_set(),
-        )
+            if self._hook_set is None:  # rebuilt after a change only, not per request
+                docs = sorted(self._docs.values(), key=lambda d: d.key)
+                self._hook_set = HookSet(
+                    hooks=tuple(d.hook for d in docs if d.hook is not None),
+                    invalid=tuple(
+                        HookInvalid(
+                            d.namespace,
+                            d.name,
+                            d.problems,
+                            d.reason or Reason.INVALID_CONFIGURATION,
+                        )
+                        for d in docs
+                        if d.hook is None
+                    ),
+                    synced=self._ready.is_set(),
+                )
+            return self._hook_set
 
     def start(self) -> None:
         for scope in self._scopes:
@@ -111,86 +146,149 @@ class ClusterHookSource:
         for watcher in self._watchers:
             watcher.close()
 
+    # ---- the watch ----------------------------------------------------------------------
+
     def _listed_scope(self, scope: str, items: list[Mapping[str, Any]]) -> None:
         keys = {"/".join(hook_identity(i, "default")) for i in items}
-        with self._lock:
+        with self._admitting:
             gone = [
-                doc
-                for k, doc in self._docs.items()
-                if (not scope or doc.namespace == scope) and k not in keys
+                key
+                for key, entry in self._entries.items()
+                if (not scope or entry.reading.namespace == scope) and key not in keys
             ]
-            for doc in gone:
-                del self._docs[doc.key]
-        changed = [self._apply(i) for i in items]
-        self._notify([d for d in changed if d is not None] + [_deleted(d) for d in gone])
+            touched: set[str] = set()
+            for key in gone:
+                touched |= self._forget(key)
+            for item in items:
+                touched |= self._take(item)
+            changed, removed = self._publish(touched, gone, quiet=True)
+        self._notify(changed + removed)
         self._listed.add(scope)
         if self._listed >= set(self._scopes):
             self._ready.set()
-        log(logger, logging.INFO, "hooks listed", scope=scope or "all namespaces", hooks=len(items))
-
-    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
-        if kind in ("ADDED", "MODIFIED"):
-            doc = self._apply(obj)
-            if doc is not None:
-                self._notify([doc])
-        elif kind == "DELETED":
-            key = "/".join(hook_identity(obj, "default"))
             with self._lock:
-                doc = self._docs.pop(key, None)
-            if doc is not None:
-                log(logger, logging.INFO, "hook deleted", hook=key)
-                self._notify([_deleted(doc)])
-
-    def _apply(self, obj: Mapping[str, Any]) -> HookDoc | None:
-        namespace, name = hook_identity(obj, "default")
-        generation = get_int(obj, "metadata", "generation") or 0
-        raw_status = obj.get("status")
-        status: Mapping[str, Any] = raw_status if isinstance(raw_status, Mapping) else {}
+                self._hook_set = None  # now synced
         with self._lock:
-            before = self._docs.get(f"{namespace}/{name}")
-        if before is not None and generation and before.generation == generation:
-            # Only the status changed (often our own write): keep what was parsed.
-            doc = replace(before, status=status)
-        else:
-            doc = self._parse(obj, namespace, name, generation, status)
-        with self._lock:
-            self._docs[doc.key] = doc
-        return doc
-
-    def _parse(
-        self,
-        obj: Mapping[str, Any],
-        namespace: str,
-        name: str,
-        generation: int,
-        status: Mapping[str, Any],
-    ) -> HookDoc:
-        uid = get_str(obj, "metadata", "uid")
-        try:
-            hook = parse_hook(
-                obj,
-                known_types=self._known_types,
-                control_namespace=self._control_namespace,
-                origin="cluster",
-            )
-        except HookInvalid as exc:
-            log(
-                logger,
-                logging.ERROR,
-                "hook invalid, not in force",
-                hook=f"{namespace}/{name}",
-                problems=exc.problems,
-            )
-            return HookDoc(namespace, name, uid, generation, None, tuple(exc.problems), status)
+            docs = [d for d in self._docs.values() if not scope or d.namespace == scope]
+        reasons = Counter(d.reason or "InForce" for d in docs)
         log(
             logger,
             logging.INFO,
-            "hook in force",
-            hook=hook.key,
-            eventTypes=hook.event_types,
-            generation=generation,
+            "hooks listed",
+            scope=scope or "all namespaces",
+            hooks=len(items),
+            verdicts=dict(sorted(reasons.items())),
         )
-        return HookDoc(namespace, name, uid, generation, hook, (), status)
+
+    def _event(self, kind: str, obj: Mapping[str, Any]) -> None:
+        key = "/".join(hook_identity(obj, "default"))
+        with self._admitting:
+            if kind in ("ADDED", "MODIFIED"):
+                changed, removed = self._publish(self._take(obj), ())
+            elif kind == "DELETED" and key in self._entries:
+                changed, removed = self._publish(self._forget(key), (key,))
+                log(logger, logging.INFO, "hook deleted", hook=key)
+            else:
+                return
+        self._notify(changed + removed)
+
+    # ---- admission, under self._admitting -------------------------------------------------
+
+    def _take(self, obj: Mapping[str, Any]) -> set[str]:
+        """Read one Hook object; the keys whose verdict may have changed."""
+        namespace, name = hook_identity(obj, "default")
+        key = f"{namespace}/{name}"
+        generation = get_int(obj, "metadata", "generation") or 0
+        uid = get_str(obj, "metadata", "uid")
+        raw_status = obj.get("status")
+        status: Mapping[str, Any] = raw_status if isinstance(raw_status, Mapping) else {}
+        before = self._entries.get(key)
+        if (
+            before is not None
+            and generation
+            and (before.generation, before.uid)
+            == (
+                generation,
+                uid,
+            )
+        ):
+            before.status = status  # only the status changed (often our own write)
+            return {key}
+        reading = self._admission.read(obj, "cluster")
+        self._entries[key] = _Entry(reading, uid, generation, status)
+        order = reading.order if reading.draft is not None else None
+        return self._ranking.update(key, namespace, order) | {key}
+
+    def _forget(self, key: str) -> set[str]:
+        entry = self._entries.pop(key)
+        return self._ranking.update(key, entry.reading.namespace, None) - {key}
+
+    def _verdict(self, key: str, entry: _Entry) -> Verdict:
+        reading = entry.reading
+        if reading.draft is None or not self._ranking.placed(key):
+            return self._admission.verdict(reading, placed=False)
+        assert entry.completed is not None, "completed by _complete"
+        return entry.completed
+
+    def _complete(self, keys: list[str]) -> None:
+        """Compile and check the prompts of the Hooks that have a place and were not yet."""
+        waiting = [
+            entry
+            for key in keys
+            if (entry := self._entries.get(key)) is not None
+            and entry.reading.draft is not None
+            and entry.completed is None
+            and self._ranking.placed(key)
+        ]
+        drafts = [e.reading.draft for e in waiting if e.reading.draft is not None]
+        for entry, verdict in zip(waiting, self._admission.complete_all(drafts), strict=True):
+            entry.completed = verdict
+
+    def _publish(
+        self, keys: Iterable[str], removed: Iterable[str], *, quiet: bool = False
+    ) -> tuple[list[HookDoc], list[HookDoc]]:
+        ordered = sorted(keys)
+        self._complete(ordered)
+        docs = []
+        for key in ordered:
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            verdict = self._verdict(key, entry)
+            doc = _doc(entry, verdict)
+            self._log(doc, self._docs.get(key), quiet)
+            docs.append(doc)
+        with self._lock:
+            gone = [self._docs.pop(key) for key in removed if key in self._docs]
+            for doc in docs:
+                self._docs[doc.key] = doc
+            self._hook_set = None
+        return docs, [_deleted(d) for d in gone]
+
+    @staticmethod
+    def _log(doc: HookDoc, before: HookDoc | None, quiet: bool) -> None:
+        if before is not None and (before.hook, before.problems) == (doc.hook, doc.problems):
+            return
+        if doc.hook is not None:
+            log(
+                logger,
+                logging.INFO,
+                "hook in force",
+                hook=doc.key,
+                eventTypes=doc.hook.event_types,
+                generation=doc.generation,
+            )
+            return
+        # Over the quota: thousands of Hooks may be; a listing counts them instead.
+        crowded = doc.reason == Reason.TOO_MANY_HOOKS
+        log(
+            logger,
+            logging.DEBUG if crowded and quiet else logging.WARNING,
+            "hook not in force",
+            hook=doc.key,
+            reason=doc.reason,
+            problems=list(doc.problems),
+        )
 
     def _notify(self, docs: list[HookDoc]) -> None:
         if self._on_change is not None and docs:
@@ -198,6 +296,24 @@ class ClusterHookSource:
                 self._on_change(docs)
             except Exception:  # the watch must outlive a bug in a listener
                 logger.exception("hook change listener failed")
+
+
+def _doc(entry: _Entry, verdict: Verdict) -> HookDoc:
+    reading = entry.reading
+    if isinstance(verdict, Hook):
+        return HookDoc(
+            reading.namespace, reading.name, entry.uid, entry.generation, verdict, (), entry.status
+        )
+    return HookDoc(
+        reading.namespace,
+        reading.name,
+        entry.uid,
+        entry.generation,
+        None,
+        tuple(verdict.problems),
+        entry.status,
+        reason=verdict.reason,
+    )
 
 
 def _deleted(doc: HookDoc) -> HookDoc:

@@ -32,7 +32,16 @@ class KubeRecorder:
                 self.events.emit(
                     ref, "AgentCallSuccess", f"agent {agent} accepted task {r.task_id or '-'}"
                 )
+                self.status.prompt_rendered(r.hook.key)
                 self.status.touched(r.hook.key)
+            elif r.render_failed:
+                where = f"spec.eventConfigurations[{r.hook.event_types.index(r.config.event_type)}]"
+                self.events.emit(
+                    ref, "PromptRenderFailed", f"{what}: {where}.prompt: {r.reason}", warning=True
+                )
+                self.status.prompt_failed(
+                    r.hook.key, r.hook.generation, f"{where}.prompt: {r.reason}"
+                )
             elif r.status is Status.FAILED:
                 if r.agent_called:
                     self.events.emit(ref, "EventFiring", f"{what}: calling agent {agent}")

@@ -11,10 +11,12 @@ from kubernetes import client
 from khook.clock import Clock
 from khook.cluster._events import HookEventWriter, HookRef
 from khook.cluster._hooks import GROUP, PLURAL, VERSION, HookDoc
+from khook.core.dedup import DedupKey, Record, expire
 from khook.core.status import active_events, readiness, ready_condition, status_patch
 from khook.kubeapi import MERGE_PATCH, TIMEOUT, KubeError, NotFound, api_errors
 from khook.logs import log
-from khook.stores import RecordStore, StoreError
+from khook.stores import KEEP, RecordStore, StoreError
+from khook.stores._base import _Keep
 from khook.ticker import Ticker
 
 logger = logging.getLogger("khook.status")
@@ -26,8 +28,8 @@ class HookStatusWriter:
     """Hook status on the status subresource, by merge patch, debounced per Hook and written
     off the request path. ``activeEvents`` comes from the shared dedup store, so every replica
     writes the same picture; the Ready condition from the Hook's validity and the agents'
-    circuits. An incident that was firing at the last write and is resolved now gets an
-    ``EventResolved`` Event."""
+    circuits. An incident whose window passed is marked resolved in the store, and announced
+    with an ``EventResolved`` Event by the replica whose write made it so."""
 
     def __init__(
         self,
@@ -52,6 +54,10 @@ class HookStatusWriter:
         self._lock = threading.Lock()
         self._ticker = Ticker("khook-status", interval, self._tick)
         self._last_recheck = clock.monotonic()
+        self._store_problems: tuple[str, ...] = ()
+        # Hooks whose prompt failed to render for a real event: (generation, problem) until a
+        # firing renders, or the Hook changes.
+        self._prompt_failures: dict[str, tuple[int, str]] = {}
 
     def hooks_changed(self, docs: list[HookDoc]) -> None:
         """From the Hook watch: a Hook was added, changed or deleted."""
@@ -73,6 +79,19 @@ class HookStatusWriter:
             self._dirty.add(hook)
         self._ticker.ensure_started()
 
+    def prompt_failed(self, hook: str, generation: int, problem: str) -> None:
+        """A firing of this Hook failed to render its prompt: Ready=False/PromptRenderFailed
+        until one renders or the Hook is changed."""
+        with self._lock:
+            self._prompt_failures[hook] = (generation, problem)
+            self._dirty.add(hook)
+        self._ticker.ensure_started()
+
+    def prompt_rendered(self, hook: str) -> None:
+        with self._lock:
+            if self._prompt_failures.pop(hook, None) is not None:
+                self._dirty.add(hook)
+
     def agents_changed(self) -> None:
         """An agent's circuit opened or closed: the Ready conditions may change."""
         with self._lock:
@@ -81,6 +100,7 @@ class HookStatusWriter:
 
     def flush(self) -> int:
         """Write every Hook whose status is out of date; returns how many patches were sent."""
+        self.store_checked()
         with self._lock:
             keys, self._dirty = sorted(self._dirty), set()
         sent = 0
@@ -103,8 +123,15 @@ class HookStatusWriter:
         agents = {c.agent.id for c in doc.hook.configurations} if doc.hook else set()
         down = sorted(agents & set(self._unavailable()))
         warnings = doc.hook.warnings if doc.hook else ()
+        # Damage the dedup store found and repaired shows on every Hook: it may have cost a
+        # re-fire of one of its incidents.
+        warnings = (*warnings, *(f"dedup store: {p}" for p in self._store_problems))
+        problems, reason = doc.problems, doc.reason
+        failed = self._prompt_failures.get(doc.key)
+        if not problems and failed is not None and failed[0] == doc.generation:
+            problems, reason = (failed[1],), "PromptRenderFailed"
         return ready_condition(
-            readiness(doc.problems, warnings, down),
+            readiness(problems, warnings, down, reason),
             doc.generation,
             self._clock.now(),
             doc.status.get("conditions") or (),
@@ -123,7 +150,13 @@ class HookStatusWriter:
         now = self._clock.now()
         events = None
         if doc.hook is not None:
-            events = active_events(self._store.records(doc.key), now)
+            records = self._store.records(doc.key)
+            due = [r.key for r in records if expire(r, now) is not None]
+            for key in due:
+                self._expire(doc, key)
+            if due:
+                records = self._store.records(doc.key)
+            events = active_events(records, now)
         condition = self._desired_condition(doc)
         if events == self._written.get(doc.key) and not self._condition_stale(doc):
             return 0
@@ -146,26 +179,27 @@ class HookStatusWriter:
             if doc.key in self._docs:
                 self._docs[doc.key] = replace(doc, status={**doc.status, **body["status"]})
         if events is not None:
-            self._resolved(doc, self._written.get(doc.key) or [], events)
             self._written[doc.key] = events
         return 1
 
-    def _resolved(
-        self, doc: HookDoc, before: list[dict[str, Any]], after: list[dict[str, Any]]
-    ) -> None:
-        if self._events is None:
-            return
-        now_resolved = {
-            (e["eventType"], e["namespace"], e["group"]) for e in after if e["status"] == "resolved"
-        }
-        for entry in before:
-            ident = (entry["eventType"], entry["namespace"], entry["group"])
-            if entry["status"] == "firing" and ident in now_resolved:
-                self._events.emit(
-                    HookRef(doc.namespace, doc.name, doc.uid),
-                    "EventResolved",
-                    f"{entry['eventType']} for {entry['group']} resolved",
-                )
+    def _expire(self, doc: HookDoc, key: DedupKey) -> None:
+        """Mark an incident whose window passed resolved, and announce it if this replica is the
+        one that stored the change: one ``EventResolved`` per incident, whatever the number of
+        replicas (an early resolution is marked, and announced, when it happens)."""
+        done: list[Record] = []
+
+        def change(current: Record | None) -> Record | _Keep | None:
+            updated = expire(current, self._clock.now())
+            done[:] = [updated] if updated is not None else []
+            return updated if updated is not None else KEEP
+
+        self._store.update(key, change)
+        if done and self._events is not None:
+            self._events.emit(
+                HookRef(doc.namespace, doc.name, doc.uid),
+                "EventResolved",
+                f"{key.event_type} for {key.group} resolved: quiet for its window",
+            )
 
     def recheck(self) -> None:
         """Hooks with firing incidents get rewritten, so windows that passed show resolved."""
@@ -173,6 +207,13 @@ class HookStatusWriter:
             for key, events in self._written.items():
                 if any(e["status"] == "firing" for e in events):
                     self._dirty.add(key)
+
+    def store_checked(self) -> None:
+        """The store's health may have changed: every Hook's Ready message says so."""
+        problems = self._store.health().problems
+        if problems != self._store_problems:
+            self._store_problems = problems
+            self.agents_changed()
 
     def _tick(self) -> None:
         if self._clock.monotonic() - self._last_recheck >= self._recheck_every:

@@ -10,10 +10,12 @@ signal that was already older than ``max_signal_age`` when it was observed is st
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from khook.core.objects import parse_time
 
@@ -95,28 +97,106 @@ class Record:
         }
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Record:
-        def when(name: str) -> datetime:
-            value = parse_time(raw[name])
-            if value is None:
-                raise ValueError(f"record field {name} is not a time: {raw[name]!r}")
-            return value
-
+    def from_json(cls, raw: Any) -> Record:
+        """The record ``to_json`` wrote. Stored bytes may have been damaged or edited: anything
+        malformed (a missing field, a wrong type, inf/nan, a time outside years 1970-8999, a
+        window over 10 years, a key that is not ``hook|eventType|namespace|group``) raises
+        ValueError, and nothing else."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"a record is a JSON object, not {type(raw).__name__}")
         return cls(
-            key=DedupKey.from_id(raw["key"]),
-            first_seen=when("firstSeen"),
-            last_seen=when("lastSeen"),
-            fired_at=when("firedAt"),
-            window=timedelta(seconds=float(raw["windowSeconds"])),
-            count=int(raw["count"]),
-            holder=str(raw["holder"]),
-            state=State(raw.get("state", "firing")),
-            confirmed=bool(raw.get("confirmed", False)),
-            occurrences=tuple(raw.get("occurrences", ())),
-            resources=tuple(raw.get("resources", ())),
-            task_id=str(raw.get("taskId", "")),
-            context_id=str(raw.get("contextId", "")),
+            key=_stored_key(_field(raw, "key", str)),
+            first_seen=_stored_time(raw, "firstSeen"),
+            last_seen=_stored_time(raw, "lastSeen"),
+            fired_at=_stored_time(raw, "firedAt"),
+            window=_stored_window(raw),
+            count=_stored_count(raw),
+            holder=_field(raw, "holder", str),
+            state=_stored_state(raw),
+            confirmed=_field(raw, "confirmed", bool, False),
+            occurrences=_stored_strings(raw, "occurrences", OCCURRENCE_MEMORY),
+            resources=_stored_strings(raw, "resources", RESOURCE_MEMORY),
+            task_id=_field(raw, "taskId", str, ""),
+            context_id=_field(raw, "contextId", str, ""),
         )
+
+
+# What a stored record may hold: outside these it is damage, not data (and datetime arithmetic
+# on it could overflow).
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_STORED_WINDOW = timedelta(days=3650)
+MAX_STORED_COUNT = 2**63 - 1
+_T = TypeVar("_T")
+_REQUIRED: Any = object()
+
+
+def _field(raw: Mapping[str, Any], name: str, kind: type[_T], default: _T = _REQUIRED) -> _T:
+    if name not in raw:
+        if default is _REQUIRED:
+            raise ValueError(f"record field {name} is missing")
+        return default
+    value = raw[name]
+    # bool is an int to Python, never to a record.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"record field {name} is not a {kind.__name__}: {_short(value)}")
+    return value
+
+
+def _stored_key(text: str) -> DedupKey:
+    parts = text.split("|", 3)
+    if len(parts) != 4 or "/" not in parts[0] or not parts[1] or not parts[3]:
+        raise ValueError(f"record key is not hook|eventType|namespace|group: {_short(text)}")
+    return DedupKey(*parts)
+
+
+def _stored_time(raw: Mapping[str, Any], name: str) -> datetime:
+    text = _field(raw, name, str)
+    try:
+        value = parse_time(text)
+    except (ValueError, OverflowError):  # an offset that pushes it past year 1 or 9999
+        value = None
+    if value is None or not _EARLIEST <= value < _LATEST:
+        raise ValueError(f"record field {name} is not a time in range: {_short(text)}")
+    return value
+
+
+def _stored_window(raw: Mapping[str, Any]) -> timedelta:
+    seconds = raw.get("windowSeconds")
+    if (
+        not isinstance(seconds, int | float)
+        or isinstance(seconds, bool)
+        or not math.isfinite(seconds)
+        or not 0 <= seconds <= MAX_STORED_WINDOW.total_seconds()
+    ):
+        raise ValueError(f"record field windowSeconds is not a window: {_short(seconds)}")
+    return timedelta(seconds=seconds)
+
+
+def _stored_count(raw: Mapping[str, Any]) -> int:
+    count = _field(raw, "count", int)
+    if not 0 <= count <= MAX_STORED_COUNT:
+        raise ValueError(f"record field count is out of range: {_short(count)}")
+    return count
+
+
+def _stored_state(raw: Mapping[str, Any]) -> State:
+    value = _field(raw, "state", str, State.FIRING.value)
+    if value not in {s.value for s in State}:
+        raise ValueError(f"record field state is not a state: {_short(value)}")
+    return State(value)
+
+
+def _stored_strings(raw: Mapping[str, Any], name: str, limit: int) -> tuple[str, ...]:
+    items = _field(raw, name, list, [])
+    if not all(isinstance(item, str) for item in items):
+        raise ValueError(f"record field {name} is not a list of strings")
+    return tuple(items[-limit:])  # what a record would remember anyway
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)
@@ -131,6 +211,7 @@ class Verdict(StrEnum):
     FIRE = "fire"
     DUPLICATE = "duplicate"
     STALE = "stale"
+    IN_FLIGHT = "in-flight"  # another delivery holds the claim and is calling the agent
 
 
 @dataclass(frozen=True)
@@ -138,6 +219,16 @@ class Decision:
     verdict: Verdict
     record: Record | None  # what the store must now hold; None: leave it untouched
     reason: str
+
+
+def stale(
+    occurred_at: datetime | None, observed_at: datetime, max_signal_age: timedelta
+) -> str | None:
+    """How old a signal already was when it was observed, if that is over ``max_signal_age``:
+    then it is not news, whatever any record says. None when it is not stale."""
+    if occurred_at is None or observed_at - occurred_at <= max_signal_age:
+        return None
+    return f"{_age(observed_at - occurred_at)} old when observed"
 
 
 def decide(
@@ -149,11 +240,27 @@ def decide(
     window: timedelta,
     max_signal_age: timedelta,
     token: str,
+    claim_timeout: timedelta | None = None,
 ) -> Decision:
+    """``claim_timeout``: how long a claim may stay unconfirmed (the longest a firing can take:
+    render and agent deadlines, plus a margin). Inside it, another delivery of the incident is
+    IN_FLIGHT: it must come back later rather than be taken for a duplicate, since the firing
+    may still fail (and be released) or its replica die. Past it, the claim's holder is gone
+    (killed between claim and call): the incident is taken over and fires."""
     obs = observation
-    if obs.occurred_at is not None and obs.observed_at - obs.occurred_at > max_signal_age:
-        age = obs.observed_at - obs.occurred_at
-        return Decision(Verdict.STALE, None, f"signal was {_age(age)} old when observed")
+    age = stale(obs.occurred_at, obs.observed_at, max_signal_age)
+    if age is not None:
+        return Decision(Verdict.STALE, None, f"signal was {age}")
+    unconfirmed = previous is not None and previous.live(now) and not previous.confirmed
+    if unconfirmed and claim_timeout is not None:
+        assert previous is not None
+        if now - previous.fired_at < claim_timeout:
+            return Decision(Verdict.IN_FLIGHT, None, "another delivery is calling the agent")
+        taken = _fresh(previous, key, obs, now=now, window=window, token=token)
+        # The same incident as the lost claim: its first sighting (and so the agent message's
+        # id) stays, so an agent that did receive the lost call can tell it is a repeat.
+        taken = replace(taken, first_seen=previous.first_seen, count=previous.count + 1)
+        return Decision(Verdict.FIRE, taken, "took over a claim whose holder went away")
     if previous is not None and obs.occurrence in previous.occurrences:
         return Decision(Verdict.DUPLICATE, None, "occurrence already recorded")
     if previous is not None and previous.live(now):
@@ -166,8 +273,21 @@ def decide(
             resources=_remember(previous.resources, obs.resource, RESOURCE_MEMORY),
         )
         return Decision(Verdict.DUPLICATE, updated, "inside the window of the last firing")
+    fresh = _fresh(previous, key, obs, now=now, window=window, token=token)
+    return Decision(Verdict.FIRE, fresh, "first in its window")
+
+
+def _fresh(
+    previous: Record | None,
+    key: DedupKey,
+    obs: Observation,
+    *,
+    now: datetime,
+    window: timedelta,
+    token: str,
+) -> Record:
     carried = previous.occurrences if previous is not None else ()
-    fresh = Record(
+    return Record(
         key=key,
         first_seen=now,
         last_seen=now,
@@ -178,7 +298,6 @@ def decide(
         occurrences=_remember(carried, obs.occurrence, OCCURRENCE_MEMORY),
         resources=(obs.resource,),
     )
-    return Decision(Verdict.FIRE, fresh, "first in its window")
 
 
 def owns(current: Record | None, claimed: Record) -> bool:
@@ -198,6 +317,17 @@ def resolve(current: Record | None, resource: str, now: datetime) -> Record | No
         return None
     if set(current.resources) - {resource}:
         return None  # other pods of the owner were part of it; one healthy pod is not enough
+    return replace(current, state=State.RESOLVED)
+
+
+def expire(current: Record | None, now: datetime) -> Record | None:
+    """The incident marked resolved because its window passed without it being resolved
+    otherwise; None when that is not due (still live, already resolved, never accepted).
+    Whoever stores this transition announces it, so it is announced once across replicas."""
+    if current is None or current.state is State.RESOLVED or not current.confirmed:
+        return None
+    if current.live(now):
+        return None
     return replace(current, state=State.RESOLVED)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -156,6 +156,12 @@ def decode_object(
     if action is Action.DELETE:
         return NotOfInterest(f"{kind} was deleted: deletions never fire")
     subject = ObjectRef.of(data)
+    # Whoever sent it, an object's namespace is the one the object itself names: an Event or a
+    # Pod without one is not an object the API server could have sent; a Node has none.
+    if kind in CLUSTER_SCOPED_KINDS:
+        subject = replace(subject, namespace="")
+    elif not subject.namespace:
+        return NotOfInterest(f"{kind} {subject.name!r} has no metadata.namespace: ignored")
     if key in EVENT_KINDS:
         involved = _involved_object(data)
         if involved is None:
@@ -205,8 +211,6 @@ def _event_may_speak_for(event: ObjectRef, involved: ObjectRef) -> bool:
     """An Event may only describe objects of its own namespace, or cluster-scoped objects when
     it lives where Kubernetes records those. A tenant who can write Events in its namespace
     must not be able to raise incidents about another namespace or about Nodes."""
-    if not event.namespace:
-        return True
     if involved.namespace:
         return involved.namespace == event.namespace
     return event.namespace == CLUSTER_EVENTS_NAMESPACE

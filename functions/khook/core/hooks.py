@@ -2,31 +2,49 @@
 
 Parsing validates everything a user can get wrong and reports every problem at once, with the
 path of the offending field, so ``khook validate`` and a Hook's ``Ready`` condition can say
-exactly what to fix.
+exactly what to fix. It runs in two steps: :func:`read_hook` checks the document's shape (cheap,
+no template is compiled) into a :class:`HookDraft`, and :meth:`HookDraft.compile` compiles its
+prompts. Admission (:mod:`khook.admission`) puts the agent policy and the Hook quota between the
+two, so a Hook that is not in force never costs a compilation. :func:`parse_hook` does both.
+
+Every value in a Hook may come from a careless or hostile tenant: nothing here recurses into a
+value, and a value shown in a problem is cut short.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from khook.core.durations import DurationError, parse_duration
-from khook.core.prompt import PromptError, PromptTemplate, compile_prompt
+from khook.core.hook_fields import (
+    read_agent,
+    read_choice,
+    read_cooldown,
+    read_names,
+    show,
+    unknown_fields,
+)
+from khook.core.prompt import PROMPT_LIMIT, PromptError, PromptTemplate, compile_prompt
+from khook.core.tenancy import DNS_LABEL_RULE, is_dns_label
 
 API_VERSION = "kagent.dev/v1alpha2"
 KIND = "Hook"
 DEFAULT_COOLDOWN = timedelta(minutes=10)
-MIN_COOLDOWN = timedelta(seconds=10)
-MAX_COOLDOWN = timedelta(days=7)
 ALL_NAMESPACES = "*"
+MAX_CONFIGURATIONS = 64  # as the CRD allows
+MAX_NAME_LENGTH = 253
 
 _CONFIG_KEYS = {"eventType", "agentRef", "agentId", "prompt", "cooldown", "groupBy"}
 _SPEC_KEYS = {"eventConfigurations", "selector"}
 _SELECTOR_KEYS = {"namespaces", "exclude"}
 _EXCLUDE_KEYS = {"namespaces", "reasons"}
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+Compiler = Callable[[str], PromptTemplate]
 
 
 class GroupBy(StrEnum):
@@ -34,18 +52,40 @@ class GroupBy(StrEnum):
     RESOURCE = "resource"
 
 
-class HookInvalid(ValueError):
-    """A Hook that cannot be used; ``problems`` says why, one line per problem."""
+class Reason(StrEnum):
+    """Why a Hook is not in force: the reason of its ``Ready=False`` condition."""
 
-    def __init__(self, namespace: str, name: str, problems: Sequence[str]) -> None:
+    INVALID_CONFIGURATION = "InvalidConfiguration"
+    AGENT_NOT_ALLOWED = "AgentNotAllowed"
+    TOO_MANY_HOOKS = "TooManyHooks"
+    PROMPT_RENDER_FAILED = "PromptRenderFailed"
+
+
+class HookInvalid(ValueError):
+    """A Hook that cannot be used; ``problems`` says why, one line per problem, and ``reason``
+    is the condition reason (a :class:`Reason` value)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        problems: Sequence[str],
+        reason: str = Reason.INVALID_CONFIGURATION,
+        origin: str = "",
+    ) -> None:
         self.namespace = namespace
         self.name = name
         self.problems = list(problems)
+        self.reason = str(reason)
+        self.origin = origin
         super().__init__(f"Hook {namespace}/{name}: " + "; ".join(self.problems))
 
 
 @dataclass(frozen=True)
 class AgentRef:
+    """An agent, both parts DNS-1123 labels (checked when the Hook is read): the agent's URL is
+    built from them."""
+
     namespace: str
     name: str
 
@@ -91,6 +131,82 @@ class Hook:
         return [c.event_type for c in self.configurations]
 
 
+@dataclass(frozen=True)
+class ConfigDraft:
+    """One event configuration whose shape is valid; its prompt is not compiled yet."""
+
+    index: int
+    event_type: str
+    agent: AgentRef
+    agent_field: str  # the field that named the agent's namespace; "" when it is the Hook's
+    prompt: str
+    cooldown: timedelta = DEFAULT_COOLDOWN
+    group_by: GroupBy = GroupBy.OWNER
+
+    @property
+    def path(self) -> str:
+        return f"spec.eventConfigurations[{self.index}]"
+
+
+@dataclass(frozen=True)
+class HookDraft:
+    """A Hook whose shape is valid, before its prompts are compiled."""
+
+    namespace: str
+    name: str
+    configurations: tuple[ConfigDraft, ...]
+    selector: Selector = field(default_factory=Selector)
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = ""
+    created: str = ""  # metadata.creationTimestamp, for the Hook quota's order
+    origin: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def invalid(self, problems: Sequence[str], reason: str) -> HookInvalid:
+        return HookInvalid(self.namespace, self.name, problems, reason, self.origin)
+
+    def compile(self, compiler: Compiler = compile_prompt) -> Hook:
+        """The Hook, its prompts compiled; a HookInvalid names every prompt that fails."""
+        problems: list[str] = []
+        configs = []
+        for c in self.configurations:
+            prompt = compile_checked(c.prompt, compiler, f"{c.path}.prompt", problems)
+            if prompt is not None:
+                configs.append(
+                    EventConfiguration(c.event_type, c.agent, prompt, c.cooldown, c.group_by)
+                )
+        if problems:
+            raise self.invalid(problems, Reason.INVALID_CONFIGURATION)
+        return Hook(
+            namespace=self.namespace,
+            name=self.name,
+            configurations=tuple(configs),
+            selector=self.selector,
+            uid=self.uid,
+            generation=self.generation,
+            resource_version=self.resource_version,
+            origin=self.origin,
+            warnings=self.warnings,
+        )
+
+
+def compile_checked(
+    source: str, compiler: Compiler, where: str, problems: list[str]
+) -> PromptTemplate | None:
+    try:
+        return compiler(source)
+    except PromptError as exc:
+        problems.append(f"{where}: {exc}"[:2000])
+    except Exception as exc:  # a hostile template must cost its Hook, never the caller
+        problems.append(f"{where}: prompt cannot be compiled: {type(exc).__name__}: {exc}"[:2000])
+    return None
+
+
 def hook_identity(doc: Any, default_namespace: str) -> tuple[str, str]:
     meta = doc.get("metadata") if isinstance(doc, Mapping) else None
     meta = meta if isinstance(meta, Mapping) else {}
@@ -106,31 +222,58 @@ def parse_hook(
     control_namespace: str,
     default_namespace: str = "default",
     origin: str = "",
+    compiler: Compiler = compile_prompt,
 ) -> Hook:
+    """Read and compile a Hook; a HookInvalid lists every problem."""
+    draft = read_hook(
+        doc,
+        known_types=known_types,
+        control_namespace=control_namespace,
+        default_namespace=default_namespace,
+        origin=origin,
+        compiler=compiler,
+    )
+    return draft.compile(compiler)
+
+
+def read_hook(
+    doc: Any,
+    *,
+    known_types: frozenset[str],
+    control_namespace: str,
+    default_namespace: str = "default",
+    origin: str = "",
+    compiler: Compiler | None = compile_prompt,
+) -> HookDraft:
+    """Check a Hook's shape. When it is invalid and a ``compiler`` is given, the prompts are
+    compiled too, so that every problem is reported at once."""
     namespace, name = hook_identity(doc, default_namespace)
-    problems: list[str] = []
     if not isinstance(doc, Mapping):
-        raise HookInvalid(namespace, name, ["a Hook is a mapping"])
+        raise HookInvalid(namespace, name, ["a Hook is a mapping"], origin=origin)
+    problems: list[str] = []
     if doc.get("apiVersion") != API_VERSION:
-        problems.append(f"apiVersion must be {API_VERSION}, not {doc.get('apiVersion')!r}")
+        problems.append(f"apiVersion must be {API_VERSION}, not {show(doc.get('apiVersion'))}")
     if doc.get("kind") != KIND:
-        problems.append(f"kind must be {KIND}, not {doc.get('kind')!r}")
-    if name == "(unnamed)":
-        problems.append("metadata.name is required")
+        problems.append(f"kind must be {KIND}, not {show(doc.get('kind'))}")
     meta = _mapping(doc.get("metadata"))
+    _check_identity(meta, problems)
     spec = doc.get("spec")
-    configs: list[EventConfiguration] = []
+    configs: list[ConfigDraft] = []
+    prompts: list[tuple[str, str]] = []  # (path, source) of prompts whose shape is valid
     selector = Selector()
     if not isinstance(spec, Mapping):
         problems.append("spec is required")
     else:
-        problems += _unknown(spec, _SPEC_KEYS, "spec")
-        configs = _parse_configurations(
-            spec.get("eventConfigurations"), namespace, known_types, problems
+        problems += unknown_fields(spec, _SPEC_KEYS, "spec")
+        configs = _read_configurations(
+            spec.get("eventConfigurations"), namespace, known_types, problems, prompts
         )
-        selector = _parse_selector(spec.get("selector"), problems)
+        selector = _read_selector(spec.get("selector"), problems)
     if problems:
-        raise HookInvalid(namespace, name, problems)
+        if compiler is not None:
+            for where, source in prompts:
+                compile_checked(source, compiler, where, problems)
+        raise HookInvalid(namespace, name, problems, origin=origin)
     warnings = []
     if selector.namespaces and namespace != control_namespace:
         warnings.append(
@@ -138,33 +281,56 @@ def parse_hook(
             f"{control_namespace!r}; this Hook sees only its own namespace {namespace!r}"
         )
     generation = meta.get("generation")
-    return Hook(
+    created = meta.get("creationTimestamp")
+    return HookDraft(
         namespace=namespace,
         name=name,
         configurations=tuple(configs),
         selector=selector,
-        uid=str(meta.get("uid") or ""),
+        uid=_text(meta.get("uid")),
         generation=generation if isinstance(generation, int) else 0,
-        resource_version=str(meta.get("resourceVersion") or ""),
+        resource_version=_text(meta.get("resourceVersion")),
+        created=created if isinstance(created, str) else "",
         origin=origin,
         warnings=tuple(warnings),
     )
+
+
+def _check_identity(meta: Mapping[str, Any], problems: list[str]) -> None:
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if not isinstance(name, str) or not name:
+        problems.append("metadata.name is required")
+    elif len(name) > MAX_NAME_LENGTH or not _DNS_SUBDOMAIN.fullmatch(name):
+        problems.append(
+            f"metadata.name {show(name)} must be a DNS-1123 subdomain (lowercase letters, "
+            "digits, '-' and '.', at most 253 characters)"
+        )
+    if namespace is not None and not is_dns_label(namespace):
+        problems.append(f"metadata.namespace {show(namespace)} must be {DNS_LABEL_RULE}")
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _unknown(obj: Mapping[str, Any], allowed: set[str], where: str) -> list[str]:
-    extra = sorted(set(obj) - allowed)
-    return [f"{where}: unknown field(s) {extra}; allowed: {sorted(allowed)}"] if extra else []
-
-
-def _parse_configurations(
-    raw: Any, namespace: str, known_types: frozenset[str], problems: list[str]
-) -> list[EventConfiguration]:
+def _read_configurations(
+    raw: Any,
+    namespace: str,
+    known_types: frozenset[str],
+    problems: list[str],
+    prompts: list[tuple[str, str]],
+) -> list[ConfigDraft]:
     if not isinstance(raw, list) or not raw:
         problems.append("spec.eventConfigurations must be a non-empty list")
+        return []
+    if len(raw) > MAX_CONFIGURATIONS:
+        problems.append(
+            f"spec.eventConfigurations has {len(raw)} entries; the limit is {MAX_CONFIGURATIONS}"
+        )
         return []
     configs = []
     seen: dict[str, int] = {}
@@ -174,13 +340,13 @@ def _parse_configurations(
         if not isinstance(item, Mapping):
             problems.append(f"{where}: must be a mapping")
             continue
-        problems += _unknown(item, _CONFIG_KEYS, where)
+        problems += unknown_fields(item, _CONFIG_KEYS, where)
         event_type = item.get("eventType")
         if not isinstance(event_type, str) or not event_type:
             problems.append(f"{where}.eventType is required")
         elif event_type not in known_types:
             problems.append(
-                f"{where}.eventType {event_type!r} is not a known event type; known: "
+                f"{where}.eventType {show(event_type)} is not a known event type; known: "
                 f"{', '.join(sorted(known_types))} (add more with a rules file)"
             )
         elif event_type in seen:
@@ -190,98 +356,62 @@ def _parse_configurations(
             )
         else:
             seen[event_type] = index
-        agent = _parse_agent(item, namespace, where, problems)
-        prompt = None
-        try:
-            prompt = compile_prompt(item.get("prompt"))  # type: ignore[arg-type]
-        except PromptError as exc:
-            problems.append(f"{where}.prompt: {exc}")
-        cooldown = _parse_cooldown(item.get("cooldown"), where, problems)
-        group_by = GroupBy.OWNER
-        if item.get("groupBy") is not None:
-            try:
-                group_by = GroupBy(str(item.get("groupBy")))
-            except ValueError:
-                problems.append(
-                    f"{where}.groupBy must be one of {[g.value for g in GroupBy]}, "
-                    f"not {item.get('groupBy')!r}"
-                )
+        agent = read_agent(item, namespace, where, problems)
+        prompt = _read_prompt(item.get("prompt"), f"{where}.prompt", problems, prompts)
+        cooldown = read_cooldown(
+            item.get("cooldown"), DEFAULT_COOLDOWN, f"{where}.cooldown", problems
+        )
+        group_by = read_choice(item.get("groupBy"), GroupBy, f"{where}.groupBy", problems)
         if len(problems) == before and agent and prompt and isinstance(event_type, str):
-            configs.append(EventConfiguration(event_type, agent, prompt, cooldown, group_by))
+            agent_ns, agent_name, agent_field = agent
+            configs.append(
+                ConfigDraft(
+                    index,
+                    event_type,
+                    AgentRef(agent_ns, agent_name),
+                    agent_field,
+                    prompt,
+                    cooldown,
+                    GroupBy(group_by or GroupBy.OWNER),
+                )
+            )
     return configs
 
 
-def _parse_agent(
-    item: Mapping[str, Any], namespace: str, where: str, problems: list[str]
-) -> AgentRef | None:
-    ref, legacy = item.get("agentRef"), item.get("agentId")
-    if ref is not None and legacy is not None:
-        problems.append(f"{where}: set agentRef or the legacy agentId, not both")
+def _read_prompt(
+    raw: Any, where: str, problems: list[str], prompts: list[tuple[str, str]]
+) -> str | None:
+    if raw is not None and not isinstance(raw, str):
+        problems.append(f"{where} must be a string, not {show(raw)}")
         return None
-    if ref is not None:
-        if not isinstance(ref, Mapping):
-            problems.append(f"{where}.agentRef must be a mapping with a name")
-            return None
-        problems += _unknown(ref, {"name", "namespace"}, f"{where}.agentRef")
-        name, agent_ns = ref.get("name"), ref.get("namespace")
-        if not isinstance(name, str) or not name:
-            problems.append(f"{where}.agentRef.name is required")
-            return None
-        if agent_ns is not None and (not isinstance(agent_ns, str) or not agent_ns):
-            problems.append(f"{where}.agentRef.namespace must be a non-empty string")
-            return None
-        return AgentRef(agent_ns or namespace, name)
-    if legacy is not None:
-        if not isinstance(legacy, str) or not legacy.strip():
-            problems.append(f"{where}.agentId must be a string 'namespace/name' or 'name'")
-            return None
-        agent_ns, _, name = legacy.strip().rpartition("/")
-        if not name or "/" in agent_ns:
-            problems.append(f"{where}.agentId {legacy!r} must be 'namespace/name' or 'name'")
-            return None
-        return AgentRef(agent_ns or namespace, name)
-    problems.append(f"{where}.agentRef is required (agentRef: {{name: my-agent}})")
-    return None
+    if raw is None or not raw.strip():
+        problems.append(f"{where}: prompt is empty")
+        return None
+    if len(raw) > PROMPT_LIMIT:
+        problems.append(f"{where}: prompt is {len(raw)} characters; the limit is {PROMPT_LIMIT}")
+        return None
+    prompts.append((where, raw))
+    return raw
 
 
-def _parse_cooldown(raw: Any, where: str, problems: list[str]) -> timedelta:
-    if raw is None:
-        return DEFAULT_COOLDOWN
-    try:
-        value = parse_duration(str(raw))
-    except DurationError as exc:
-        problems.append(f"{where}.cooldown: {exc}")
-        return DEFAULT_COOLDOWN
-    if not MIN_COOLDOWN <= value <= MAX_COOLDOWN:
-        problems.append(f"{where}.cooldown {raw!r} must be between 10s and 7d")
-    return value
-
-
-def _parse_selector(raw: Any, problems: list[str]) -> Selector:
+def _read_selector(raw: Any, problems: list[str]) -> Selector:
     if raw is None:
         return Selector()
     if not isinstance(raw, Mapping):
         problems.append("spec.selector must be a mapping")
         return Selector()
-    problems += _unknown(raw, _SELECTOR_KEYS, "spec.selector")
+    problems += unknown_fields(raw, _SELECTOR_KEYS, "spec.selector")
     exclude = raw.get("exclude") or {}
     if not isinstance(exclude, Mapping):
         problems.append("spec.selector.exclude must be a mapping")
         exclude = {}
-    problems += _unknown(exclude, _EXCLUDE_KEYS, "spec.selector.exclude")
+    problems += unknown_fields(exclude, _EXCLUDE_KEYS, "spec.selector.exclude")
     return Selector(
-        namespaces=_names(raw.get("namespaces"), "spec.selector.namespaces", problems),
-        exclude_namespaces=_names(
+        namespaces=read_names(raw.get("namespaces"), "spec.selector.namespaces", problems),
+        exclude_namespaces=read_names(
             exclude.get("namespaces"), "spec.selector.exclude.namespaces", problems
         ),
-        exclude_reasons=_names(exclude.get("reasons"), "spec.selector.exclude.reasons", problems),
+        exclude_reasons=read_names(
+            exclude.get("reasons"), "spec.selector.exclude.reasons", problems
+        ),
     )
-
-
-def _names(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
-    if raw is None:
-        return frozenset()
-    if not isinstance(raw, list) or not all(isinstance(x, str) and x for x in raw):
-        problems.append(f"{where} must be a list of non-empty strings")
-        return frozenset()
-    return frozenset(raw)

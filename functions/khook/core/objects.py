@@ -61,11 +61,11 @@ def parse_time(value: Any) -> datetime | None:
         text = f"{head}.{digits[:6].ljust(6, '0')}{rest}"
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # an offset that pushes it past year 1 or 9999
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def format_time(value: datetime) -> str:

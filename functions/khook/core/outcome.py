@@ -15,6 +15,7 @@ class Status(StrEnum):
     FIRED = "fired"
     DUPLICATE = "duplicate"
     STALE = "stale"  # a re-report of an old signal; counted with the duplicates
+    IN_FLIGHT = "in-flight"  # another delivery is firing it: come back (counted as duplicate)
     FAILED = "failed"
 
 
@@ -32,6 +33,7 @@ class FiringResult:
     retryable: bool = False
     retry_after: float | None = None
     agent_called: bool = False
+    render_failed: bool = False  # the Hook's prompt failed to render: the Hook's fault
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class Outcome:
     def retryable(self) -> bool:
         """A retry can fix something that failed: ask the sender to redeliver."""
         return bool(self.error) or any(
-            r.status is Status.FAILED and r.retryable for r in self.results
+            (r.status is Status.FAILED and r.retryable) or r.status is Status.IN_FLIGHT
+            for r in self.results
         )
 
     @property

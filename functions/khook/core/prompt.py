@@ -1,9 +1,15 @@
-"""Prompts: a Hook's template, checked when the Hook loads and rendered in a sandbox.
+"""Prompts: a Hook's template, checked when the Hook loads and rendered under a budget.
 
 The Go khook's placeholders (``{{.ResourceName}}``) keep working; full Jinja works on top
-(``{{ event.kind }}``, ``{{ object.metadata.labels.app }}``). Values from the cluster are only
-ever *data* in the template's context, cleaned and capped; they are never parsed as templates.
-After the rendered text comes a fenced block with the facts, so the agent always has them.
+(``{{ event.kind }}``, ``{{ object.metadata.labels.app }}``). A template is a tenant's code:
+compiling it runs none of it (and takes time linear in its length), and rendering counts
+every step and every character against the limits in ``_jinja_limits.Limits``. Values from
+the cluster are only ever *data* in the template's context, fenced and capped (``text.fence``);
+they are never parsed as templates. After the rendered text comes a fenced block with the
+facts as JSON strings, always the last thing in the prompt.
+
+``PromptTemplate.render`` is the pure, in-process render; khook runs it in a worker process
+with a deadline and a memory cap (``khook.sandbox``).
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.exceptions import TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, TemplateError
 
+from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
+from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
 from khook.core.objects import format_time
-from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object
+from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence
 
 PROMPT_LIMIT = 10_000  # as the CRD allows
-RENDERED_LIMIT = 20_000
+RENDERED_LIMIT = LIMITS.output
+NESTING_LIMIT = 40  # tags, expressions and brackets inside one another
 
 KHOOK_PLACEHOLDERS = (
     "EventType",
@@ -38,16 +46,17 @@ KHOOK_PLACEHOLDERS = (
 JINJA_NAMES = ("event", "object", "hook")
 _GO_PLACEHOLDER = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 _FORBIDDEN_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
-
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=ChainableUndefined,  # object.metadata.labels.app is "" when there are no labels
-    autoescape=False,
-    keep_trailing_newline=True,
-)
+KINDS = ("template", "limit", "memory", "deadline")
 
 
 class PromptError(ValueError):
-    pass
+    """A prompt that cannot be compiled or rendered. ``kind`` says why: ``template`` (the
+    template is wrong), ``limit`` (it went over a limit), ``memory`` or ``deadline`` (its
+    render process ran out of memory or time)."""
+
+    def __init__(self, message: str, kind: str = "template") -> None:
+        super().__init__(message)
+        self.kind = kind if kind in KINDS else "template"
 
 
 @dataclass(frozen=True)
@@ -55,21 +64,32 @@ class PromptTemplate:
     source: str
     _compiled: Any  # jinja2.Template; Any keeps the public face free of jinja types
 
-    def render(self, facts: PromptFacts, obj: Mapping[str, Any] | None) -> str:
+    def render(
+        self, facts: PromptFacts, obj: Mapping[str, Any] | None, limits: Limits = LIMITS
+    ) -> str:
+        """The prompt for one firing, in this process (cooperative limits, no deadline)."""
         context = facts.context(obj)
         try:
-            text = self._compiled.render(context)
-        except TemplateError as exc:
-            raise PromptError(f"prompt failed to render: {exc}") from exc
-        except (ArithmeticError, TypeError, ValueError, LookupError) as exc:
-            raise PromptError(f"prompt failed to render: {type(exc).__name__}: {exc}") from exc
-        if len(text) > RENDERED_LIMIT:
-            text = text[: RENDERED_LIMIT - 1] + "…"
+            text = render_bounded(self._compiled, context, limits)
+        except RenderLimit as exc:
+            raise PromptError(f"prompt exceeded a limit: {exc}", kind="limit") from None
+        except RecursionError:
+            raise PromptError(
+                "prompt exceeded a limit: it nests too deeply", kind="limit"
+            ) from None
+        except MemoryError:
+            raise PromptError("prompt ran out of memory", kind="memory") from None
+        except (TemplateError, SecurityError) as exc:
+            raise PromptError(f"prompt failed to render: {exc}") from None
+        except Exception as exc:  # whatever a tenant's template raises is the template's fault
+            raise PromptError(f"prompt failed to render: {type(exc).__name__}: {exc}") from None
         return f"{text.rstrip()}\n\n{facts.context_block()}"
 
 
 def compile_prompt(source: str) -> PromptTemplate:
-    """Check a prompt and compile it; every problem is a PromptError with a clear message."""
+    """Check a prompt and compile it; every problem is a PromptError with a clear message.
+
+    Compiling runs nothing the template computes and takes time linear in its length."""
     if not isinstance(source, str) or not source.strip():
         raise PromptError("prompt is empty")
     if len(source) > PROMPT_LIMIT:
@@ -83,8 +103,30 @@ def compile_prompt(source: str) -> PromptTemplate:
             f"available: {', '.join('{{.' + n + '}}' for n in KHOOK_PLACEHOLDERS)}"
         )
     translated = _GO_PLACEHOLDER.sub(lambda m: "{{ " + m.group(1) + " }}", source)
+    tree = _parse(translated)
+    if any(True for _ in tree.find_all(_FORBIDDEN_NODES)):
+        raise PromptError("prompts cannot include, import or extend other templates")
     try:
-        tree = _ENV.parse(translated)
+        unknown = sorted(ENV.undeclared_names(tree) - set(KHOOK_PLACEHOLDERS + JINJA_NAMES))
+        if unknown:
+            raise PromptError(
+                f"unknown placeholder(s) {', '.join(unknown)}; available: "
+                f"{', '.join(KHOOK_PLACEHOLDERS + JINJA_NAMES)}"
+            )
+        guard_tree(tree)
+        compiled = ENV.from_string(tree)
+    except TemplateSyntaxError as exc:
+        raise PromptError(f"prompt template error on line {exc.lineno}: {exc.message}") from None
+    except SyntaxError as exc:  # Python's own limits, e.g. 20 loops inside one another
+        raise PromptError(f"prompt is too complex to compile: {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise PromptError("prompt is too complex to compile") from None
+    return PromptTemplate(source=source, _compiled=compiled)
+
+
+def _parse(translated: str) -> nodes.Template:
+    try:
+        tree = ENV.parse(translated)
     except TemplateSyntaxError as exc:
         hint = ""
         if re.search(r"\{\{-?\s*\.", translated):
@@ -95,20 +137,21 @@ def compile_prompt(source: str) -> PromptTemplate:
         raise PromptError(
             f"prompt template error on line {exc.lineno}: {exc.message}{hint}"
         ) from None
-    if any(True for _ in tree.find_all(_FORBIDDEN_NODES)):
-        raise PromptError("prompts cannot include, import or extend other templates")
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(KHOOK_PLACEHOLDERS + JINJA_NAMES))
-    if unknown:
+    except RecursionError:
         raise PromptError(
-            f"unknown placeholder(s) {', '.join(unknown)}; available: "
-            f"{', '.join(KHOOK_PLACEHOLDERS + JINJA_NAMES)}"
-        )
-    return PromptTemplate(source=source, _compiled=_ENV.from_string(tree))
+            f"prompt nests too deeply (the limit is {NESTING_LIMIT} levels)"
+        ) from None
+    except (ValueError, OverflowError, MemoryError) as exc:  # e.g. a 5,000-digit number
+        raise PromptError(f"prompt template error: {exc}") from None
+    depth = nesting(tree)
+    if depth > NESTING_LIMIT:
+        raise PromptError(f"prompt nests too deeply: {depth} levels; the limit is {NESTING_LIMIT}")
+    return tree
 
 
 @dataclass(frozen=True)
 class PromptFacts:
-    """What khook knows about one firing; every string is cleaned before use."""
+    """What khook knows about one firing; every string is fenced before a template sees it."""
 
     event_type: str
     namespace: str
@@ -128,21 +171,21 @@ class PromptFacts:
 
     def event(self) -> dict[str, Any]:
         return {
-            "type": self.event_type,
-            "namespace": clean(self.namespace, NAME_LIMIT),
-            "kind": clean(self.kind, NAME_LIMIT),
-            "name": clean(self.name, NAME_LIMIT),
-            "resource": clean(f"{self.kind}/{self.name}", NAME_LIMIT),
-            "owner": clean(self.owner, NAME_LIMIT),
-            "container": clean(self.container, NAME_LIMIT),
-            "apiVersion": clean(self.api_version, NAME_LIMIT),
-            "reason": clean(self.reason, NAME_LIMIT),
-            "message": clean(self.message, MESSAGE_LIMIT),
+            "type": fence(self.event_type, NAME_LIMIT),
+            "namespace": fence(self.namespace, NAME_LIMIT),
+            "kind": fence(self.kind, NAME_LIMIT),
+            "name": fence(self.name, NAME_LIMIT),
+            "resource": fence(f"{self.kind}/{self.name}", NAME_LIMIT),
+            "owner": fence(self.owner, NAME_LIMIT),
+            "container": fence(self.container, NAME_LIMIT),
+            "apiVersion": fence(self.api_version, NAME_LIMIT),
+            "reason": fence(self.reason, NAME_LIMIT),
+            "message": fence(self.message, MESSAGE_LIMIT),
             "count": self.count,
             "firstSeen": format_time(self.first_seen),
             "lastSeen": format_time(self.last_seen),
             "timestamp": format_time(self.timestamp),
-            "action": self.action,
+            "action": fence(self.action, NAME_LIMIT),
         }
 
     def context(self, obj: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -159,28 +202,32 @@ class PromptFacts:
             "EventTime": event["timestamp"],
             "event": event,
             "object": clean_object(obj) if obj is not None else {},
-            "hook": {"namespace": namespace, "name": hook_name},
+            "hook": {
+                "namespace": fence(namespace, NAME_LIMIT),
+                "name": fence(hook_name, NAME_LIMIT),
+            },
         }
 
     def context_block(self) -> str:
-        event = self.event()
+        """The facts, last in every prompt: a YAML mapping of JSON strings (lossless; a
+        backtick is written ``\\u0060``, so nothing inside can close the fence)."""
         rows = [
-            ("eventType", event["type"]),
-            ("namespace", event["namespace"] or "(cluster-scoped)"),
-            ("resource", event["resource"]),
-            ("owner", event["owner"] or "(none)"),
-            ("container", event["container"]),
-            ("reason", event["reason"]),
-            ("message", event["message"]),
-            ("count", event["count"]),
-            ("firstSeen", event["firstSeen"]),
-            ("lastSeen", event["lastSeen"]),
+            ("eventType", clean(self.event_type, NAME_LIMIT)),
+            ("namespace", clean(self.namespace, NAME_LIMIT) or "(cluster-scoped)"),
+            ("resource", clean(f"{self.kind}/{self.name}", NAME_LIMIT)),
+            ("owner", clean(self.owner, NAME_LIMIT) or "(none)"),
+            ("container", clean(self.container, NAME_LIMIT)),
+            ("reason", clean(self.reason, NAME_LIMIT)),
+            ("message", clean(self.message, MESSAGE_LIMIT)),
+            ("count", self.count),
+            ("firstSeen", format_time(self.first_seen)),
+            ("lastSeen", format_time(self.last_seen)),
             ("hook", clean(self.hook, NAME_LIMIT)),
         ]
-        # JSON scalars are valid YAML; backticks could close the fence, so they go.
-        lines = [
-            f"{key}: {json.dumps(value, ensure_ascii=False).replace('`', chr(39))}"
-            for key, value in rows
-            if value != ""
-        ]
+        lines = [f"{key}: {_json_string(value)}" for key, value in rows if value != ""]
         return "```yaml\n# khook event context\n" + "\n".join(lines) + "\n```"
+
+
+def _json_string(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("`", "\\u0060").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

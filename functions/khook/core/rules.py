@@ -2,7 +2,8 @@
 
 For each signal the first matching rule wins; user rules come before the built-in ones, so a
 user can both add new event types and refine built-in ones. Every key of a rule narrows it:
-a list means "any of these" and a ``message`` is a case-insensitive regular expression.
+a list means "any of these" and a ``message`` is a case-insensitive regular expression, run
+with RE2 (see :mod:`khook.core.patterns`) so that no pattern can stall on a tenant's message.
 """
 
 from __future__ import annotations
@@ -12,6 +13,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from khook.core.hook_fields import show
+from khook.core.patterns import (
+    MessagePattern,
+    PatternError,
+    backtracking_risk,
+    compile_message_pattern,
+)
 from khook.core.signals import Signal, SignalKind, Source
 
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -31,9 +39,10 @@ _NARROWING_KEYS = {"reasons", "message", "conditions", "signals"}
 class RulesError(ValueError):
     """A rules document is invalid; ``problems`` lists every problem found."""
 
-    def __init__(self, origin: str, problems: Sequence[str]) -> None:
+    def __init__(self, origin: str, problems: Sequence[str], warnings: Sequence[str] = ()) -> None:
         self.origin = origin
         self.problems = list(problems)
+        self.warnings = list(warnings)  # about the rules that are valid
         super().__init__(f"{origin}: " + "; ".join(self.problems))
 
 
@@ -47,7 +56,7 @@ class Rule:
     signals: frozenset[str] = frozenset()
     conditions: frozenset[str] = frozenset()
     statuses: frozenset[str] = frozenset()
-    message: re.Pattern[str] | None = None
+    message: MessagePattern | None = None
     origin: str = ""
 
     def matches(self, signal: Signal) -> bool:
@@ -59,7 +68,7 @@ class Rule:
             and _any(self.signals, signal.signal.value)
             and _any(self.conditions, signal.condition)
             and _any(self.statuses, signal.status)
-            and (self.message is None or self.message.search(signal.message) is not None)
+            and (self.message is None or self.message.search(signal.message))
         )
 
 
@@ -70,6 +79,8 @@ def _any(allowed: frozenset[str], value: str) -> bool:
 @dataclass(frozen=True)
 class RuleTable:
     rules: tuple[Rule, ...] = field(default_factory=tuple)
+    # Patterns that run safely here but would be catastrophic under a backtracking engine.
+    warnings: tuple[str, ...] = ()
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -77,7 +88,7 @@ class RuleTable:
 
     def then(self, other: RuleTable) -> RuleTable:
         """This table's rules first, then the other's."""
-        return RuleTable(self.rules + other.rules)
+        return RuleTable(self.rules + other.rules, self.warnings + other.warnings)
 
     def first_match(self, signal: Signal) -> Rule | None:
         return next((rule for rule in self.rules if rule.matches(signal)), None)
@@ -89,33 +100,60 @@ def parse_rules(document: Any, origin: str) -> RuleTable:
         raise RulesError(origin, ["a rules file is a mapping with a 'rules' list"])
     rules: list[Rule] = []
     problems: list[str] = []
+    warnings: list[str] = []
     for index, raw in enumerate(document["rules"]):
-        where = f"rules[{index}]"
+        where = _where(index, raw)
         try:
-            rules.append(_parse_rule(raw, f"{origin}:{where}"))
+            rule = _parse_rule(raw, f"{origin}:rules[{index}]")
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
+            continue
+        rules.append(rule)
+        risk = backtracking_risk(rule.message.source) if rule.message is not None else None
+        if risk and rule.message is not None:
+            warnings.append(
+                f"{origin}: rules[{index}].message {_pattern(rule.message.source)} "
+                f"(eventType {rule.event_type}): {risk}; khook runs it with RE2, in time linear "
+                "in the message, so it is safe here"
+            )
     if problems:
-        raise RulesError(origin, problems)
-    return RuleTable(tuple(rules))
+        raise RulesError(origin, problems, warnings)
+    return RuleTable(tuple(rules), tuple(warnings))
+
+
+def _where(index: int, raw: Any) -> str:
+    """A rule's path, with its event type when it has a readable one."""
+    event_type = raw.get("eventType") if isinstance(raw, Mapping) else None
+    if isinstance(event_type, str) and event_type:
+        return f"rules[{index}] (eventType {show(event_type)})"
+    return f"rules[{index}]"
+
+
+def _pattern(value: Any) -> str:
+    """A pattern as its author wrote it (backslashes not doubled) when that is safe to show."""
+    if isinstance(value, str) and value.isprintable() and "'" not in value and len(value) <= 80:
+        return f"'{value}'"
+    return show(value)
 
 
 def _parse_rule(raw: Any, origin: str) -> Rule:
     if not isinstance(raw, Mapping):
         raise ValueError("a rule is a mapping")
-    unknown = sorted(set(raw) - _ALLOWED_KEYS)
+    unknown = sorted(show(k, 40) for k in raw if k not in _ALLOWED_KEYS)
     if unknown:
-        raise ValueError(f"unknown keys {unknown}; allowed: {sorted(_ALLOWED_KEYS)}")
+        listed = ", ".join(unknown[:10]) + (" …" if len(unknown) > 10 else "")
+        raise ValueError(f"unknown keys [{listed}]; allowed: {sorted(_ALLOWED_KEYS)}")
     event_type = raw.get("eventType")
     if not isinstance(event_type, str) or not EVENT_TYPE_PATTERN.match(event_type):
         raise ValueError(
-            f"eventType {event_type!r} must be a lowercase DNS label such as 'disk-full'"
+            f"eventType {show(event_type)} must be a lowercase DNS label such as 'disk-full'"
         )
+    source_value = raw.get("source")
     try:
-        source = Source(str(raw.get("source")))
+        source = Source(source_value if isinstance(source_value, str) else "")
     except ValueError:
         raise ValueError(
-            f"source must be one of {[s.value for s in Source]}, not {raw.get('source')!r}"
+            f"source must be one of {[s.value for s in Source]}, not {show(source_value)}"
         ) from None
     if not _NARROWING_KEYS & set(raw):
         raise ValueError(f"a rule must narrow by at least one of {sorted(_NARROWING_KEYS)}")
@@ -130,12 +168,10 @@ def _parse_rule(raw: Any, origin: str) -> Rule:
     message = raw.get("message")
     pattern = None
     if message is not None:
-        if not isinstance(message, str) or not message:
-            raise ValueError("message must be a non-empty regular expression")
         try:
-            pattern = re.compile(message, re.IGNORECASE)
-        except re.error as exc:
-            raise ValueError(f"message is not a valid regular expression: {exc}") from None
+            pattern = compile_message_pattern(message)
+        except PatternError as exc:
+            raise ValueError(f"message {_pattern(message)} {exc}") from None
     return Rule(event_type=event_type, source=source, message=pattern, origin=origin, **values)
 
 
@@ -148,8 +184,10 @@ def _str_list(value: Any, key: str) -> Iterable[str]:
     for item in value:
         if isinstance(item, bool):  # YAML reads an unquoted False/True as a bool
             out.append("True" if item else "False")
-        elif isinstance(item, str | int) and str(item):
+        elif isinstance(item, str) and item:
+            out.append(item)
+        elif isinstance(item, int):
             out.append(str(item))
         else:
-            raise ValueError(f"{key} holds {item!r}, which is not a string")
+            raise ValueError(f"{key} holds {show(item)}, which is not a non-empty string")
     return out

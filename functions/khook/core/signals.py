@@ -18,6 +18,11 @@ from typing import Any
 from khook.core.events import ClusterEvent
 from khook.core.objects import get_int, get_list, get_path, get_str, parse_time
 
+# A Pod or Node yields at most this many signals of each sort, so that the cost of one object
+# is bounded whatever it holds (a real Pod has a handful of containers and conditions).
+CONTAINER_LIMIT = 64
+CONDITION_LIMIT = 32
+
 
 class Source(StrEnum):
     EVENT = "event"
@@ -102,10 +107,14 @@ def _pod_signals(event: ClusterEvent) -> Iterator[Signal]:
     pod = event.object
     pod_id = event.subject.uid or f"{event.subject.namespace}/{event.subject.name}"
     status = pod.get("status")
-    for field in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses"):
-        for cs in get_list(status, field):
-            if isinstance(cs, Mapping):
-                yield from _container_signals(pod_id, cs)
+    statuses = [
+        cs
+        for field in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
+        for cs in get_list(status, field)
+        if isinstance(cs, Mapping)
+    ]
+    for cs in statuses[:CONTAINER_LIMIT]:
+        yield from _container_signals(pod_id, cs)
     yield from _condition_signals(Source.POD, "Pod", pod_id, status)
     reason = get_str(status, "reason")
     if reason:
@@ -182,7 +191,7 @@ def _termination_message(container: str, term: Mapping[str, Any], restarts: int)
 
 
 def _condition_signals(source: Source, kind: str, obj_id: str, status: Any) -> Iterator[Signal]:
-    for cond in get_list(status, "conditions"):
+    for cond in get_list(status, "conditions")[:CONDITION_LIMIT]:
         if not isinstance(cond, Mapping):
             continue
         ctype, cstatus = get_str(cond, "type"), get_str(cond, "status")

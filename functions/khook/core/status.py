@@ -16,15 +16,22 @@ ACTIVE_EVENTS_LIMIT = 50
 @dataclass(frozen=True)
 class Readiness:
     ready: bool
-    reason: str  # HookConfigured | InvalidConfiguration | AgentUnavailable
+    # HookConfigured | AgentUnavailable, or why the Hook is not in force (core.hooks.Reason):
+    # InvalidConfiguration | AgentNotAllowed | TooManyHooks | PromptRenderFailed
+    reason: str
     message: str
 
 
 def readiness(
-    problems: Sequence[str], warnings: Sequence[str], unavailable_agents: Sequence[str]
+    problems: Sequence[str],
+    warnings: Sequence[str],
+    unavailable_agents: Sequence[str],
+    reason: str = "",
 ) -> Readiness:
+    """``reason`` is why the Hook is not in force, when ``problems`` says it is not
+    (InvalidConfiguration when not given)."""
     if problems:
-        return Readiness(False, "InvalidConfiguration", "; ".join(problems))
+        return Readiness(False, reason or "InvalidConfiguration", "; ".join(problems))
     if unavailable_agents:
         return Readiness(
             False,

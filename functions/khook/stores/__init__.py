@@ -2,12 +2,14 @@
 
 A store does one thing: an atomic read-modify-write of the record under one key
 (``update``). The decisions are the core's (:mod:`khook.core.dedup`); :class:`Deduplicator`
-joins the two into claim, release and confirm.
+joins the two into claim, release and confirm. Every store reports its ``health()``: whether
+it can work, and the damage it found and repaired lately.
 """
 
 from khook.stores._base import KEEP, Claim, Deduplicator, RecordStore, StoreError
 from khook.stores._cache import CachedRecords
 from khook.stores._configmap import ConfigMapRecords
+from khook.stores._health import StoreHealth
 from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
 from khook.stores._open import open_store
@@ -23,6 +25,7 @@ __all__ = [
     "MemoryRecords",
     "RecordStore",
     "StoreError",
+    "StoreHealth",
     "TinyDBRecords",
     "open_store",
 ]

@@ -22,6 +22,7 @@ from khook.core.dedup import (
     resolve,
 )
 from khook.logs import log
+from khook.stores._health import StoreHealth
 
 logger = logging.getLogger("khook.dedup")
 
@@ -53,6 +54,9 @@ class RecordStore(Protocol):
     def prune(self, retention: timedelta) -> int:
         """Delete records that no longer shield anything; returns how many went."""
 
+    def health(self) -> StoreHealth:
+        """Whether the store can work now, and the damage it found and repaired lately."""
+
     def close(self) -> None: ...
 
 
@@ -78,10 +82,17 @@ class Deduplicator:
     PRUNE_EVERY_SECONDS = 60.0
     KNOWN_FIRING_LIMIT = 10_000
 
-    def __init__(self, store: RecordStore, clock: Clock, max_signal_age: timedelta) -> None:
+    def __init__(
+        self,
+        store: RecordStore,
+        clock: Clock,
+        max_signal_age: timedelta,
+        claim_timeout: timedelta | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock
         self._max_signal_age = max_signal_age
+        self._claim_timeout = claim_timeout
         self._last_prune = clock.monotonic()
         self._pruning = threading.Lock()
         # Keys this replica saw firing, so a healthy object costs no API call for the others.
@@ -100,6 +111,7 @@ class Deduplicator:
                 now=self._clock.now(),
                 window=window,
                 max_signal_age=self._max_signal_age,
+                claim_timeout=self._claim_timeout,
                 token=token,
             )
             outcome[:] = [Claim(key, decision, current)]
@@ -185,6 +197,9 @@ class Deduplicator:
             log(logger, logging.WARNING, "could not prune dedup records", error=str(exc))
         finally:
             self._pruning.release()
+
+    def health(self) -> StoreHealth:
+        return self.store.health()
 
     def close(self) -> None:
         self.store.close()

@@ -9,6 +9,7 @@ from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record, merge
 from khook.logs import log
 from khook.stores._base import KEEP, Change, RecordStore, StoreError, _Keep
+from khook.stores._health import StoreHealth
 from khook.ticker import Ticker
 
 logger = logging.getLogger("khook.dedup")
@@ -123,6 +124,9 @@ class CachedRecords:
 
     def prune(self, retention: timedelta) -> int:
         return self.inner.prune(retention)
+
+    def health(self) -> StoreHealth:
+        return self.inner.health()
 
     def close(self) -> None:
         self._ticker.close()

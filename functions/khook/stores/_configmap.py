@@ -2,19 +2,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from kubernetes import client
 
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
 from khook.kubeapi import TIMEOUT, KubeError, NotFound, api_errors, body, preconditions, read_json
+from khook.logs import log
 from khook.stores._base import Change, StoreError, _Keep
+from khook.stores._health import Problems, StoreHealth
 from khook.stores._kube import hook_labels, managed_selector, with_retries
 
 # A ConfigMap holds at most 1 MiB in all; stay well clear of it.
 MAX_DATA_BYTES = 900 * 1024
+logger = logging.getLogger("khook.dedup")
 
 
 class ConfigMapRecords:
@@ -32,6 +37,7 @@ class ConfigMapRecords:
         self.namespace = namespace
         self._clock = clock
         self.retention = retention
+        self._problems = Problems(clock)
 
     @staticmethod
     def name(hook: str) -> str:
@@ -43,8 +49,9 @@ class ConfigMapRecords:
         def attempt() -> None:
             cm = self._read(name)
             data = dict((cm or {}).get("data") or {})
-            raw = data.get(key.digest)
-            current = _load(raw)
+            current = self._load(name, key.digest, data.get(key.digest))
+            if current is not None and current.key != key:
+                current = None  # damaged: it names another incident; this one's is free
             result = change(current)
             if isinstance(result, _Keep):
                 return
@@ -52,7 +59,7 @@ class ConfigMapRecords:
                 data.pop(key.digest, None)
             else:
                 data[key.digest] = json.dumps(result.to_json(), separators=(",", ":"))
-            data = self._fit(data, keep=key.digest)
+            data = self._fit(name, data, keep=key.digest)
             with api_errors():
                 if cm is None:
                     self._core.create_namespaced_config_map(
@@ -70,9 +77,9 @@ class ConfigMapRecords:
 
         with_retries(f"configmap {self.namespace}/{name}", attempt)
 
-    def _fit(self, data: dict[str, str], keep: str) -> dict[str, str]:
+    def _fit(self, name: str, data: dict[str, str], keep: str) -> dict[str, str]:
         now = self._clock.now()
-        loaded = {k: r for k, v in data.items() if (r := _load(v)) is not None}
+        loaded = {k: r for k, v in data.items() if (r := self._load(name, k, v)) is not None}
         fitted = {
             k: data[k]
             for k, r in loaded.items()
@@ -122,8 +129,10 @@ class ConfigMapRecords:
             cm = self._read(self.name(hook))
         except KubeError as exc:
             raise StoreError(f"reading configmap for {hook}: {exc}") from exc
-        loaded = [_load(v) for v in ((cm or {}).get("data") or {}).values()]
-        return [r for r in loaded if r is not None]
+        name = self.name(hook)
+        data = (cm or {}).get("data") or {}
+        loaded = [self._load(name, k, v) for k, v in data.items()]
+        return [r for r in loaded if r is not None and r.key.hook == hook]
 
     def prune(self, retention: timedelta) -> int:
         try:
@@ -145,7 +154,8 @@ class ConfigMapRecords:
             keep = {
                 k: v
                 for k, v in data.items()
-                if (r := _load(v)) is not None and not r.prunable(now, retention)
+                if (r := self._load(cm["metadata"]["name"], k, v)) is not None
+                and not r.prunable(now, retention)
             }
             if data and len(keep) == len(data):
                 continue
@@ -171,14 +181,36 @@ class ConfigMapRecords:
                 continue  # written meanwhile: the next round will see it
         return gone
 
+    def _load(self, name: str, digest: str, raw: Any) -> Record | None:
+        """One entry's record; None for an absent or damaged one (bad JSON, missing fields,
+        absurd numbers), which counts as absent and is dropped on the next write."""
+        if not raw:
+            return None
+        try:
+            if not isinstance(raw, str):
+                raise ValueError("not a string")
+            record = Record.from_json(orjson.loads(raw))  # orjson: depth-limited, no inf/nan
+            if record.key.digest != digest:
+                raise ValueError("it is filed under another key")
+        except ValueError as exc:
+            if self._problems.add(
+                f"ConfigMap {self.namespace}/{name} entry {digest[:40]} holds a damaged "
+                f"record ({exc}): treated as absent",
+                once=f"{name}/{digest}/{hashlib.sha256(str(raw).encode()).hexdigest()}",
+            ):
+                log(
+                    logger,
+                    logging.ERROR,
+                    "dedup record damaged: treated as absent",
+                    configmap=f"{self.namespace}/{name}",
+                    entry=digest[:40],
+                    reason=str(exc),
+                )
+            return None
+        return record
+
+    def health(self) -> StoreHealth:
+        return self._problems.health()
+
     def close(self) -> None:
         pass
-
-
-def _load(raw: str | None) -> Record | None:
-    if not raw:
-        return None
-    try:
-        return Record.from_json(json.loads(raw))
-    except (ValueError, KeyError, TypeError):
-        return None

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from kubernetes import client
 
 from khook.clock import Clock
-from khook.core.dedup import DedupKey, Record, State
+from khook.core.dedup import DedupKey, Record
 from khook.core.objects import parse_time
 from khook.kubeapi import (
     TIMEOUT,
@@ -20,7 +22,9 @@ from khook.kubeapi import (
     preconditions,
     read_json,
 )
+from khook.logs import log
 from khook.stores._base import Change, StoreError, _Keep
+from khook.stores._health import Problems, StoreHealth
 from khook.stores._kube import (
     LABEL_EVENT_TYPE,
     hook_labels,
@@ -31,6 +35,7 @@ from khook.stores._kube import (
 )
 
 _A = "khook.dev/"
+logger = logging.getLogger("khook.dedup")
 
 
 class LeaseRecords:
@@ -48,6 +53,7 @@ class LeaseRecords:
         self.namespace = namespace
         self._identity = identity
         self._clock = clock
+        self._problems = Problems(clock)
 
     @staticmethod
     def name(key: DedupKey) -> str:
@@ -70,6 +76,10 @@ class LeaseRecords:
                 return
             lease = self._read(name)
             current = self._record(lease) if lease else None
+            if current is not None and current.key != key:
+                assert lease is not None
+                self._damaged(lease, "it names another incident")
+                current = None  # this one's is free
             result = change(current)
             if isinstance(result, _Keep):
                 return
@@ -137,21 +147,42 @@ class LeaseRecords:
             },
         }
 
-    @staticmethod
-    def _record(lease: dict[str, Any]) -> Record | None:
+    def _record(self, lease: dict[str, Any]) -> Record | None:
+        """The record a Lease carries; None for one that is not ours or is damaged (bad JSON,
+        missing fields, absurd numbers or times), which counts as free."""
         notes = (lease.get("metadata") or {}).get("annotations") or {}
         spec = lease.get("spec") or {}
-        fired = parse_time(spec.get("renewTime")) or parse_time(spec.get("acquireTime"))
-        if _A + "key" not in notes or fired is None:
-            return None  # not one of ours, or damaged: treat as free
+        if _A + "key" not in notes:
+            return None  # not one of ours
         try:
-            return record_from(notes, fired, int(spec.get("leaseDurationSeconds") or 0))
-        except (KeyError, ValueError, TypeError):
+            fired = _time(spec.get("renewTime")) or _time(spec.get("acquireTime"))
+            if fired is None:
+                raise ValueError("it has no renewTime")
+            return record_from(notes, fired, spec.get("leaseDurationSeconds"))
+        except ValueError as exc:
+            self._damaged(lease, str(exc))
             return None
+
+    def _damaged(self, lease: dict[str, Any], reason: str) -> None:
+        metadata = lease.get("metadata") or {}
+        name = str(metadata.get("name", "?"))
+        version = str(metadata.get("resourceVersion", ""))
+        if self._problems.add(
+            f"Lease {self.namespace}/{name} holds a damaged record ({reason}): treated as free",
+            once=f"{name}@{version}",
+        ):
+            log(
+                logger,
+                logging.ERROR,
+                "dedup record damaged: treated as free",
+                lease=f"{self.namespace}/{name}",
+                reason=reason,
+            )
 
     def records(self, hook: str) -> list[Record]:
         leases = self._list(hook_selector(hook))
-        return [r for r in (self._record(lease) for lease in leases) if r is not None]
+        found = (self._record(lease) for lease in leases)
+        return [r for r in found if r is not None and r.key.hook == hook]
 
     def _list(self, selector: str) -> list[dict[str, Any]]:
         try:
@@ -188,6 +219,9 @@ class LeaseRecords:
                 continue  # changed or gone meanwhile: leave it to the next round
         return gone
 
+    def health(self) -> StoreHealth:
+        return self._problems.health()
+
     def close(self) -> None:
         pass
 
@@ -208,25 +242,37 @@ def record_annotations(record: Record) -> dict[str, str]:
     }
 
 
-def record_from(notes: dict[str, str], fired_at: Any, window_seconds: int) -> Record:
-    def when(name: str) -> Any:
-        value = parse_time(notes[_A + name])
-        if value is None:
-            raise ValueError(name)
-        return value
+def record_from(notes: dict[str, Any], fired_at: datetime, window_seconds: Any) -> Record:
+    """The record in a Lease's annotations; ValueError (only) for anything damaged."""
 
-    return Record(
-        key=DedupKey.from_id(notes[_A + "key"]),
-        first_seen=when("first-seen"),
-        last_seen=when("last-seen"),
-        fired_at=fired_at,
-        window=timedelta(seconds=window_seconds),
-        count=int(notes[_A + "count"]),
-        holder=notes[_A + "claim"],
-        state=State(notes.get(_A + "state", "firing")),
-        confirmed=notes.get(_A + "confirmed") == "true",
-        occurrences=tuple(json.loads(notes.get(_A + "occurrences", "[]"))),
-        resources=tuple(json.loads(notes.get(_A + "resources", "[]"))),
-        task_id=notes.get(_A + "task-id", ""),
-        context_id=notes.get(_A + "context-id", ""),
+    def listed(name: str) -> Any:
+        text = notes.get(_A + name, "[]")
+        return orjson.loads(text) if isinstance(text, str) else text  # depth-limited
+
+    count = notes.get(_A + "count")
+    if not isinstance(count, str) or not count.isdigit() or len(count) > 19:
+        raise ValueError(f"count is not a number: {str(count)[:40]!r}")
+    return Record.from_json(
+        {
+            "key": notes.get(_A + "key"),
+            "firstSeen": notes.get(_A + "first-seen"),
+            "lastSeen": notes.get(_A + "last-seen"),
+            "firedAt": fired_at.isoformat(),
+            "windowSeconds": window_seconds,
+            "count": int(count),
+            "holder": notes.get(_A + "claim"),
+            "state": notes.get(_A + "state", "firing"),
+            "confirmed": notes.get(_A + "confirmed") == "true",
+            "occurrences": listed("occurrences"),
+            "resources": listed("resources"),
+            "taskId": notes.get(_A + "task-id", ""),
+            "contextId": notes.get(_A + "context-id", ""),
+        }
     )
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value)
+    except OverflowError as exc:  # an offset that pushes it past year 1 or 9999
+        raise ValueError(f"time out of range: {str(value)[:40]!r}") from exc

@@ -6,6 +6,7 @@ from datetime import timedelta
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
 from khook.stores._base import Change, _Keep
+from khook.stores._health import StoreHealth
 
 
 class MemoryRecords:
@@ -42,6 +43,9 @@ class MemoryRecords:
             for k in gone:
                 del self._records[k]
         return len(gone)
+
+    def health(self) -> StoreHealth:
+        return StoreHealth()  # nothing here can be damaged from outside
 
     def close(self) -> None:
         pass

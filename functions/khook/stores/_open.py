@@ -12,7 +12,7 @@ from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
 from khook.stores._tinydb import TinyDBRecords
 
-DEFAULT_TINYDB_PATH = ".khook/dedup.json"
+DEFAULT_TINYDB_PATH = ".khook/dedup"
 KINDS = ("memory", "tinydb", "lease", "configmap")
 
 
@@ -30,8 +30,10 @@ def open_store(
     retention: timedelta = timedelta(minutes=15),
     sync_every: float = 5.0,
 ) -> RecordStore:
-    """``memory``, ``tinydb[:PATH]`` (default .khook/dedup.json), ``lease`` or ``configmap``
-    (in ``namespace`` through ``api``, behind this replica's cache of live incidents)."""
+    """``memory``, ``tinydb[:PATH]`` (PATH is the directory of the store's shards; default
+    .khook/dedup; an old single-file store found at PATH is moved into it), ``lease`` or
+    ``configmap`` (in ``namespace`` through ``api``, behind this replica's cache of live
+    incidents)."""
     kind, _, arg = spec.partition(":")
     if kind == "memory" and not arg:
         return MemoryRecords(clock)
