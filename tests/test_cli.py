@@ -167,8 +167,8 @@ def test_serve_dry_run_and_send(tmp_path: Path) -> None:
             [KHOOK, "send", sample, sample, "--to", url], capture_output=True, text=True, check=True
         ).stdout
         assert out.count("202") == 2
-        assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0" in out
-        assert "X-Khook-Outcome: fired=0 duplicate=1 failed=0" in out
+        assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0 held=0 followup=0 stale=0" in out
+        assert "X-Khook-Outcome: fired=0 duplicate=1 failed=0 held=0 followup=0 stale=0" in out
         structured = subprocess.run(
             [
                 KHOOK,
@@ -242,4 +242,4 @@ def test_the_documented_functions_framework_command_serves_khook() -> None:
         out = subprocess.run(
             [KHOOK, "send", sample, "--to", served.url], capture_output=True, text=True, check=True
         ).stdout
-    assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0" in out
+    assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0 held=0 followup=0 stale=0" in out

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from khook.core.dedup import DedupKey, Observation, Record, Verdict, decide
+from khook.core.dedup import DedupKey, Observation, Policy, Record, Verdict, decide
 from khook.stores import Deduplicator, MemoryRecords, TinyDBRecords
 from khook.stores._base import RecordStore
 from tests.support.clock import FakeClock
@@ -29,7 +29,13 @@ def obs(occurrence: str, at: datetime = T0, occurred: datetime | None = None) ->
 
 def run(previous: Record | None, observation: Observation, now: datetime = T0):  # type: ignore[no-untyped-def]
     return decide(
-        previous, KEY, observation, now=now, window=WINDOW, max_signal_age=MAX_AGE, token="t"
+        previous,
+        KEY,
+        observation,
+        now=now,
+        policy=Policy(window=WINDOW),
+        max_signal_age=MAX_AGE,
+        token="t",
     )
 
 

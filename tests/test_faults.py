@@ -30,12 +30,12 @@ from tests.support.cluster import (
     hook_doc,
     wait_until,
 )
-from tests.support.events import HOOKS, ROOT, oom_request
+from tests.support.events import HOOKS, ROOT, oom_request, outcome
 from tests.test_cli import KHOOK
 
 OUTCOME = "X-Khook-Outcome"
-FIRED = "fired=1 duplicate=0 failed=0"
-FAILED = "fired=0 duplicate=0 failed=1"
+FIRED = outcome(fired=1)
+FAILED = outcome(failed=1)
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def test_a_dropped_hook_watch_keeps_hooks_current(
     settings = cluster_settings(agent.url, dedup="lease")
     with cluster_function(kube_server, clock, settings) as fn:
         pipeline = fn.runtime.pipeline()
-        assert fn.post(*oom_request()).headers[OUTCOME] == "fired=0 duplicate=0 failed=0"
+        assert fn.post(*oom_request()).headers[OUTCOME] == outcome()
         kube_server.drop_watches()
         kube.apply_hook(hook_doc("default", "pods", config("oom-kill")))
         wait_until(lambda: pipeline.hooks.current(wait=False).hooks, what="the new Hook")

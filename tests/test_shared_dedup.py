@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from khook.agent import AgentError, AgentRequest, AgentResult, CircuitBreaker
-from khook.core.dedup import DedupKey, Observation, Record, State, Verdict, merge, resolve
+from khook.core.dedup import DedupKey, Observation, Record, State, Verdict, resolve
 from khook.core.events import Action, ClusterEvent, decode_object
 from khook.core.health import is_healthy
 from khook.core.hooks import AgentRef
+from khook.core.settle import merge
 from khook.stores import CachedRecords, Deduplicator, MemoryRecords
 from khook.stores._base import Change
 from tests.support.clock import FakeClock
@@ -109,11 +110,25 @@ def test_the_cache_forgets_an_incident_when_its_window_ends(clock: FakeClock) ->
 
 def test_a_healthy_resource_resolves_only_its_own_incident(clock: FakeClock) -> None:
     now = clock.now()
-    record = Record(KEY, now, now, now, WINDOW, 1, "t", confirmed=True, resources=("Pod/a",))
-    assert resolve(record, "Pod/a", now) is not None
+    record = Record(
+        KEY,
+        now,
+        now,
+        now,
+        WINDOW,
+        1,
+        "t",
+        confirmed=True,
+        resources=("Pod/a",),
+        failing=(("Pod/a", 1),),
+    )
+    done = resolve(record, "Pod/a", now)
+    assert done is not None and done.verdict is Verdict.RESOLVED
     assert resolve(record, "Pod/b", now) is None
-    two = replace(record, resources=("Pod/a", "Pod/b"))
-    assert resolve(two, "Pod/a", now) is None, "one healthy pod does not end the incident"
+    two = replace(record, resources=("Pod/a", "Pod/b"), failing=(("Pod/a", 1), ("Pod/b", 2)))
+    one_left = resolve(two, "Pod/a", now)
+    assert one_left is not None and one_left.verdict is Verdict.DUPLICATE, "not over"
+    assert one_left.record is not None and one_left.record.failing == (("Pod/b", 2),)
     assert resolve(record, "Pod/a", now + WINDOW) is None, "over already"
 
 
@@ -121,7 +136,8 @@ def test_resolution_is_early_and_a_recurrence_reopens(clock: FakeClock) -> None:
     dedup = Deduplicator(MemoryRecords(clock), clock, AGE)
     fire(dedup, clock)
     resolved = dedup.resolve(KEY, "Pod/web-1")
-    assert resolved is not None and resolved.state is State.RESOLVED
+    assert resolved is not None and resolved.record is not None
+    assert resolved.record.state is State.RESOLVED
     assert dedup.resolve(KEY, "Pod/web-1") is None, "only once"
     again = dedup.claim(KEY, obs("b", clock), WINDOW)
     assert again.verdict is Verdict.DUPLICATE, "the window still holds"
@@ -155,7 +171,7 @@ def health(obj: dict) -> bool:  # type: ignore[type-arg]
 def test_health() -> None:
     ready = pod(
         conditions=[{"type": "Ready", "status": "True"}],
-        container_statuses=[{"name": "app", "ready": True, "restartCount": 1}],
+        container_statuses=[{"name": "app", "ready": True, "restartCount": 0}],
     )
     assert health(ready)
     assert not health(pod(container_statuses=[oom_status()]))
@@ -164,6 +180,23 @@ def test_health() -> None:
     for cond in node["status"]["conditions"]:
         cond["status"] = "True" if cond["type"] == "Ready" else "False"
     assert health(node)
+
+
+def test_a_container_ready_just_after_a_crash_is_not_healthy_yet() -> None:
+    # Before: a crash loop without a readiness probe looked healthy between crashes, so its
+    # incident resolved and came back at every restart.
+    def restarted(seconds_ago: int) -> dict:  # type: ignore[type-arg]
+        started = datetime.now(UTC) - timedelta(seconds=seconds_ago)
+        running = {"startedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return pod(
+            conditions=[{"type": "Ready", "status": "True"}],
+            container_statuses=[
+                {"name": "app", "ready": True, "restartCount": 4, "state": {"running": running}}
+            ],
+        )
+
+    assert not health(restarted(5))
+    assert health(restarted(600))
 
 
 class Flaky:

@@ -35,15 +35,15 @@ from tests.support.agent import A2AAgentServer
 from tests.support.apiserver import APIServer
 from tests.support.clock import FakeClock
 from tests.support.cluster import STATE_NAMESPACE, apiserver
-from tests.support.events import oom_request
+from tests.support.events import oom_request, outcome
 
 KEY = DedupKey("shop/h", "oom-kill", "shop", "Deployment/web")
 WINDOW = timedelta(minutes=10)
 AGE = timedelta(minutes=15)
 STAMP = "20261123T092010Z"  # FakeClock's start, as a moved-aside file is named
 OUTCOME = "X-Khook-Outcome"
-FIRED = "fired=1 duplicate=0 failed=0"
-DUPLICATE = "fired=0 duplicate=1 failed=0"
+FIRED = outcome(fired=1)
+DUPLICATE = outcome(duplicate=1)
 
 
 def obs(occurrence: str, clock: FakeClock) -> Observation:
@@ -396,8 +396,8 @@ LEASE_DAMAGE: dict[str, Callable[[dict[str, Any]], None]] = {
     "key not a key": lambda lease: _note(lease, "key", "nonsense"),
     "key of another incident": lambda lease: _note(lease, "key", "a/b|c|d|Deployment/e"),
     "last-seen overflowing": lambda lease: _note(lease, "last-seen", "0001-01-01T00:00:00+01:00"),
-    "renewTime at the end of days": lambda lease: lease["spec"].update(
-        renewTime="9999-12-31T23:59:59.000000Z"
+    "acquireTime at the end of days": lambda lease: lease["spec"].update(
+        acquireTime="9999-12-31T23:59:59.000000Z"
     ),
     "lease duration of decades": lambda lease: lease["spec"].update(
         leaseDurationSeconds=2_000_000_000

@@ -19,12 +19,10 @@ Compilations and checks are cached by prompt text, so ten thousand copies of a H
 from __future__ import annotations
 
 import bisect
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from khook.core.hooks import (
     Compiler,
@@ -35,6 +33,7 @@ from khook.core.hooks import (
     hook_identity,
     read_hook,
 )
+from khook.core.lru import BoundedLRU
 from khook.core.prompt import PromptError, PromptTemplate, compile_prompt
 from khook.core.tenancy import (
     DEFAULT_MAX_HOOKS_PER_NAMESPACE,
@@ -50,9 +49,6 @@ PromptCheck = Callable[[str, PromptTemplate], "str | None"]
 Verdict = Hook | HookInvalid
 CACHE_SIZE = 1024  # distinct prompt texts remembered (compiled templates and check verdicts)
 _PROBLEM_LIMIT = 2000  # characters of one problem reported by a prompt check
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 def policy_from_settings(settings: Settings) -> AgentPolicy:
@@ -76,29 +72,6 @@ class Reading:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-class _LRU(Generic[K, V]):
-    """A small thread-safe least-recently-used map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -129,8 +102,8 @@ class Admission:
         self.max_hooks_per_namespace = max_hooks_per_namespace
         self._prompt_check = prompt_check
         self._compiler = compiler
-        self._compiled: _LRU[str, PromptTemplate | _Failed] = _LRU(cache_size)
-        self._checked: _LRU[tuple[str, str], _Failed | bool] = _LRU(cache_size)
+        self._compiled: BoundedLRU[str, PromptTemplate | _Failed] = BoundedLRU(cache_size)
+        self._checked: BoundedLRU[tuple[str, str], _Failed | bool] = BoundedLRU(cache_size)
         self._check_workers = max(1, check_workers)
 
     # ---- steps 1 and 2 ----------------------------------------------------------------

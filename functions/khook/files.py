@@ -8,6 +8,7 @@ so editing a Hook takes effect without a restart. Which Hooks are in force is de
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import logging
 import threading
@@ -22,6 +23,7 @@ import yaml
 
 from khook.admission import Admission, Reading
 from khook.clock import Clock
+from khook.core.correlation import CorrelationTable, parse_correlation
 from khook.core.hooks import KIND, Hook, HookInvalid, Reason, hook_identity
 from khook.core.rules import RuleTable, parse_rules
 from khook.logs import log
@@ -91,8 +93,33 @@ def load_rules(paths: Iterable[str | Path]) -> RuleTable:
     table = RuleTable()
     for path in paths:
         for doc in read_documents(Path(path)):
+            if (
+                isinstance(doc.body, Mapping)
+                and "rules" not in doc.body
+                and "correlation" in doc.body
+            ):
+                continue  # a correlation table only (see load_correlation)
             table = table.then(parse_rules(doc.body, doc.origin))
     return table.then(builtin_rules())
+
+
+@functools.cache
+def builtin_correlation() -> CorrelationTable:
+    """The shipped correlation table (parsed once: it never changes while khook runs)."""
+    resource = importlib.resources.files("khook.core").joinpath("builtin_correlation.yaml")
+    return parse_correlation(yaml.safe_load(resource.read_text()), "builtin")
+
+
+def load_correlation(paths: Iterable[str | Path]) -> CorrelationTable:
+    """The ``correlation:`` mappings of the --rules files first, in the order given (see
+    CorrelationTable.then for how each key merges), then the built-in table. A document
+    without a ``correlation`` key holds rules only and is skipped here."""
+    table = CorrelationTable()
+    for path in paths:
+        for doc in read_documents(Path(path)):
+            if isinstance(doc.body, Mapping) and "correlation" in doc.body:
+                table = table.then(parse_correlation(doc.body, doc.origin))
+    return table.then(builtin_correlation())
 
 
 def read_documents(path: Path) -> Iterator[Document]:

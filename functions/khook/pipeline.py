@@ -4,17 +4,17 @@ call, record. Built once at start-up with its collaborators; it holds no global 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
-from khook.agent import AgentClient, AgentError, AgentRequest
+from khook.agent import AgentClient
 from khook.auth import Authenticator, NoAuth
 from khook.clock import Clock
 from khook.core.classify import Detection, classify, event_types
-from khook.core.dedup import DedupKey, Observation, Record, Verdict, stale
+from khook.core.correlate import Explained, Facts, Incident, Table, correlate
+from khook.core.dedup import DedupKey, Record, Verdict
 from khook.core.events import (
     ClusterEvent,
     Envelope,
@@ -25,21 +25,21 @@ from khook.core.events import (
 )
 from khook.core.health import is_healthy
 from khook.core.hooks import Hook
-from khook.core.match import HookMatch, hook_sees, incident_group, match
+from khook.core.incident import BUDGET_TYPE
+from khook.core.match import HookMatch, hook_sees, match
 from khook.core.objects import ObjectRef
 from khook.core.outcome import FiringResult, Outcome, Status
-from khook.core.prompt import PromptError, PromptFacts
 from khook.core.rules import RuleTable
 from khook.fanout import FanOut
 from khook.files import HookSource
 from khook.logs import log
 from khook.recorder import Recorder
-from khook.sandbox import InlineRenderer, Renderer, SandboxError
-from khook.stores import Claim, Deduplicator, StoreError
+from khook.sandbox import InlineRenderer, Renderer
+from khook.sessions import Budget, Sessions
+from khook.stores import Deduplicator, StoreError
+from khook.ticker import Ticker
 
 logger = logging.getLogger("khook.pipeline")
-
-_MESSAGE_NAMESPACE = uuid.UUID("6f1c1f8e-3f0e-4d5e-9a5e-6b686f6f6b21")
 
 
 class ObjectReader(Protocol):
@@ -50,6 +50,17 @@ class ObjectReader(Protocol):
     def remember(self, obj: Mapping[str, Any]) -> None: ...
 
     def owner_of(self, ref: ObjectRef) -> ObjectRef | None: ...
+
+
+class Memory(Protocol):
+    """What khook remembers of the objects that pass through (bounded): a Pod's workload and
+    node, a node's readiness, a pod's image-pull cause. Facts for correlation."""
+
+    def observe(self, event: ClusterEvent, detections: list[Detection]) -> None: ...
+
+    def facts(self, event: ClusterEvent, detection: Detection | None) -> Facts: ...
+
+    def workload_of(self, pod: ObjectRef) -> ObjectRef | None: ...
 
 
 class Background(Protocol):
@@ -73,6 +84,9 @@ class PipelineConfig:
     # How long a claim may stay unconfirmed before another delivery takes it over (see
     # khook.core.dedup.decide); None: never (tools that run one event, like `khook render`).
     claim_timeout: timedelta | None = None
+    # How often incidents that went quiet are resolved and their sessions told (seconds; 0:
+    # only when sweep() is called, as tests and `khook replay` do).
+    sweep_every: float = 0.0
 
 
 class Pipeline:
@@ -90,6 +104,9 @@ class Pipeline:
         background: tuple[Background, ...] = (),
         authenticator: Authenticator | None = None,
         renderer: Renderer | None = None,
+        correlation: Table,
+        memory: Memory,
+        budget: Budget | None = None,
     ) -> None:
         self.hooks = hooks
         self.rules = rules
@@ -104,7 +121,13 @@ class Pipeline:
         self.authenticator = authenticator or NoAuth()
         # Prompts render in a sandbox process: a tenant's template cannot hold this thread.
         self.renderer = renderer or InlineRenderer()
+        self.correlation = correlation
+        self.memory = memory
+        self.sessions = Sessions(
+            dedup=dedup, agent=agent, renderer=self.renderer, clock=clock, budget=budget
+        )
         self.fanout = FanOut(config.agent_concurrency, pool_size=4 * config.agent_concurrency)
+        self._sweeper = Ticker("khook-sweep", config.sweep_every, self.sweep)
 
     def flush(self) -> None:
         """Write now what background writers hold (tests call this; threads do in service)."""
@@ -113,6 +136,7 @@ class Pipeline:
 
     def close(self) -> None:
         """Stop watching, write what is pending, let go of connections."""
+        self._sweeper.close()
         self.hooks.close()
         for part in self.background:
             part.close()
@@ -160,8 +184,10 @@ class Pipeline:
         return decode_object(obj, action=reference.action, observed_at=reference.observed_at)
 
     def process_event(self, event: ClusterEvent) -> Outcome:
+        self._sweeper.ensure_started()  # in the worker that serves, after gunicorn forked
         event = self._with_owner(event)
         detections = classify(event, self.rules)
+        self.memory.observe(event, detections)
         types = tuple(event_types(detections))
         hook_set = self.hooks.current()
         if not hook_set.synced:
@@ -169,61 +195,90 @@ class Pipeline:
             return Outcome(event=event, error="the Hooks have not been listed yet")
         # Only the Hooks that can see this namespace: the event's own and the control one's.
         hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
-        resolved = self._resolve(event, hooks) if is_healthy(event) else ()
+        healed = self._recover(event, hooks) if is_healthy(event) else ()
         if not detections:
-            return Outcome(event=event, ignored="no classification rule matched", resolved=resolved)
+            ignored = "no classification rule matched"
+            return Outcome(event=event, ignored=ignored, results=healed)
         matches = match(event, detections, hooks, self.config.control_namespace)
+        units = self._incidents(event, matches)
         limit = self.config.max_calls_per_event
-        if len(matches) > limit:
+        if len(units) > limit:
             log(
                 logger,
                 logging.WARNING,
-                "more Hook configurations match one event than khook acts on",
+                "more incidents concern one event than khook acts on",
                 resource=event.involved.display,
-                matched=len(matches),
+                incidents=len(units),
                 limit=limit,
-                skipped=[f"{m.hook.key}:{m.config.event_type}" for m in matches[limit:]][:20],
+                skipped=[unit.key.id for unit in units[limit:]][:20],
             )
-            matches = matches[:limit]
-        fired = self.fanout.map(lambda m: self._fire(event, m), matches)
-        results = tuple(r for per_match in fired for r in per_match)
-        return Outcome(event_types=types, results=results, event=event, resolved=resolved)
+            units = units[:limit]
+        handled = self.fanout.map(lambda u: self.sessions.handle(event, u.hook, u.items), units)
+        results = healed + tuple(r for per_unit in handled for r in per_unit)
+        return Outcome(event_types=types, results=results, event=event)
+
+    def _incidents(self, event: ClusterEvent, matches: list[HookMatch]) -> list[_Unit]:
+        """Every matched detection placed in its incident; the detections of one incident of
+        one Hook together, the cause first, at most ``max_signals_per_match`` tried."""
+        units: dict[str, _Unit] = {}
+        for m in matches:
+            for detection in m.detections:
+                placed = correlate(
+                    event,
+                    m.hook,
+                    m.config,
+                    detection,
+                    table=self.correlation,
+                    facts=self.memory.facts(event, detection),
+                    control_namespace=self.config.control_namespace,
+                )
+                if isinstance(placed, Incident) and self.config.claim_timeout is not None:
+                    policy = replace(placed.policy, claim_timeout=self.config.claim_timeout)
+                    placed = replace(placed, policy=policy)
+                unit = units.setdefault(f"{m.hook.key}|{placed.key.id}", _Unit(m.hook, placed.key))
+                unit.items.append(placed)
+        for unit in units.values():
+            unit.items.sort(key=self._rank)
+            del unit.items[self.config.max_signals_per_match :]
+        return list(units.values())
+
+    @staticmethod
+    def _rank(item: Incident | Explained) -> int:
+        if isinstance(item, Explained):
+            return 0
+        return item.policy.rank(item.detection.event_type)
 
     def _with_owner(self, event: ClusterEvent) -> ClusterEvent:
-        """Group an Event about a Pod by the Pod's owner, as its Pod events are grouped."""
-        if self.reader is None:
-            return event
+        """Group an Event about a Pod by the Pod's workload, as its Pod events are grouped."""
         if event.subject.kind == "Pod":
-            self.reader.remember(event.object)
+            if self.reader is not None:
+                self.reader.remember(event.object)
             return event
         if event.owner is not None or event.involved.kind != "Pod":
             return event
-        try:
-            owner = self.reader.owner_of(event.involved)
-        except Exception as exc:
-            log(
-                logger,
-                logging.WARNING,
-                "cannot read the owner of a pod",
-                resource=event.involved.display,
-                error=str(exc),
-            )
-            return event
+        owner = self.memory.workload_of(event.involved)
+        if owner is None and self.reader is not None:
+            try:
+                owner = self.reader.owner_of(event.involved)
+            except Exception as exc:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "cannot read the owner of a pod",
+                    resource=event.involved.display,
+                    error=str(exc),
+                )
         return replace(event, owner=owner) if owner is not None else event
 
-    def _resolve(
-        self, event: ClusterEvent, hooks: tuple[Hook, ...]
-    ) -> tuple[tuple[Hook, Record], ...]:
+    def _recover(self, event: ClusterEvent, hooks: tuple[Hook, ...]) -> tuple[FiringResult, ...]:
+        """A healthy object leaves the incidents it was failing in: one that is left with no
+        failing object is over (its session is told), or, if it never opened, healed."""
         done = []
+        resource = event.involved.display
         for hook in hooks:
-            if not hook_sees(hook, event.namespace, self.config.control_namespace):
-                continue
-            for config in hook.configurations:
-                key = DedupKey(
-                    hook.key, config.event_type, event.namespace, incident_group(event, config)
-                )
+            for key in self._candidates(event, hook):
                 try:
-                    record = self.dedup.resolve(key, event.involved.display)
+                    decision = self.dedup.resolve(key, resource)
                 except StoreError as exc:
                     log(
                         logger,
@@ -233,154 +288,110 @@ class Pipeline:
                         error=str(exc),
                     )
                     continue
-                if record is not None:
-                    done.append((hook, record))
+                if decision is None or decision.record is None:
+                    continue
+                record = decision.record
+                config = hook.configuration(key.event_type) or hook.configurations[0]
+                if decision.verdict is Verdict.RESOLVED:
+                    told = self.sessions.tell_resolved(hook, record, decision.reason)
+                    status = Status.RESOLVED
+                    done.append(
+                        FiringResult(
+                            hook,
+                            config,
+                            None,
+                            key,
+                            status,
+                            record=record,
+                            reason=decision.reason,
+                            agent_called=told is not None,
+                        )
+                    )
+                elif decision.verdict is Verdict.HEALED:
+                    done.append(
+                        FiringResult(
+                            hook,
+                            config,
+                            None,
+                            key,
+                            Status.HELD,
+                            record=record,
+                            reason=decision.reason,
+                        )
+                    )
         return tuple(done)
 
-    def _fire(self, event: ClusterEvent, m: HookMatch) -> list[FiringResult]:
-        results = []
-        key = DedupKey(
-            hook=m.hook.key,
-            event_type=m.config.event_type,
-            namespace=event.namespace,
-            group=incident_group(event, m.config),
-        )
-        fresh = []
-        for detection in m.detections:
-            age = self._age(event, detection)
-            if age is None:
-                fresh.append(detection)
-            else:  # stale whatever the store holds: no need to ask it
-                results.append(
-                    FiringResult(
-                        m.hook, m.config, detection, key, Status.STALE, reason=f"signal was {age}"
+    def _candidates(self, event: ClusterEvent, hook: Hook) -> set[DedupKey]:
+        """The incidents of this Hook the object may be failing in."""
+        if not hook_sees(hook, event.namespace, self.config.control_namespace):
+            return set()
+        facts = self.memory.facts(event, None)
+        groups = {(event.namespace, event.involved.display)}
+        workload = facts.workload or event.owner
+        if workload is not None:
+            groups.add((event.namespace, workload.display))
+        if facts.node:
+            groups.add(("", f"Node/{facts.node}"))
+        if facts.pull is not None and facts.pull.transient:
+            groups.add(("", f"Registry/{facts.pull.registry}/{facts.pull.pull_class}"))
+        families = {self.correlation.family(t, hook.event_types) for t in hook.event_types}
+        return {DedupKey(hook.key, f, ns, g) for f in families for ns, g in groups}
+
+    def sweep(self) -> list[tuple[Hook, Record]]:
+        """Incidents that went quiet for their window are over: marked resolved (by one
+        replica: the one whose store write did it), their sessions told. Runs in the
+        background; returns what this call resolved."""
+        done = []
+        hook_set = self.hooks.current(wait=False)
+        for hook in hook_set.hooks:
+            try:
+                records = self.dedup.store.records(hook.key)
+            except StoreError as exc:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "could not list incidents",
+                    hook=hook.key,
+                    error=str(exc),
+                )
+                continue
+            self.dedup.learn(records)
+            now = self.clock.now()
+            for record in records:
+                if record.state.value == "resolved" or record.live(now):
+                    continue
+                if record.key.event_type == BUDGET_TYPE:
+                    continue
+                expired = self.dedup.expire(record.key)
+                if expired is None:
+                    continue
+                done.append((hook, expired))
+                if expired.opened:
+                    self.sessions.tell_resolved(hook, expired, "quiet for its cooldown")
+        if done:
+            self.recorder.record(
+                Outcome(
+                    results=tuple(
+                        FiringResult(
+                            hook,
+                            hook.configuration(r.key.event_type) or hook.configurations[0],
+                            None,
+                            r.key,
+                            Status.RESOLVED if r.opened else Status.HELD,
+                            record=r,
+                            reason="quiet for its cooldown",
+                        )
+                        for hook, r in done
                     )
                 )
-        for detection in fresh[: self.config.max_signals_per_match]:
-            result = self._fire_one(event, m, detection, key)
-            results.append(result)
-            if result.status is Status.FIRED:
-                break  # the incident is claimed; its other signals are duplicates by definition
-        return results
-
-    def _fire_one(
-        self, event: ClusterEvent, m: HookMatch, detection: Detection, key: DedupKey
-    ) -> FiringResult:
-        signal = detection.signal
-
-        def result(status: Status, **kw: object) -> FiringResult:
-            return FiringResult(m.hook, m.config, detection, key, status, **kw)  # type: ignore[arg-type]
-
-        observation = Observation(
-            occurrence=signal.occurrence,
-            occurred_at=signal.occurred_at,
-            observed_at=event.observed_at,
-            resource=event.involved.display,
-        )
-        try:
-            claim = self.dedup.claim(key, observation, m.config.cooldown)
-        except StoreError as exc:
-            return result(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
-        if claim.verdict is Verdict.IN_FLIGHT:
-            # Usually done within a second; a holder that died is taken over after the claim
-            # timeout, so a sender that keeps retrying gets its incident fired either way.
-            return result(
-                Status.IN_FLIGHT, reason=claim.decision.reason, retryable=True, retry_after=1.0
             )
-        if claim.verdict is not Verdict.FIRE or claim.record is None:
-            status = Status.STALE if claim.verdict is Verdict.STALE else Status.DUPLICATE
-            return result(
-                status, record=claim.decision.record or claim.previous, reason=claim.decision.reason
-            )
-        record = claim.record
-        facts = self._facts(event, m, detection, record)
-        try:
-            prompt = self.renderer.render(m.config.prompt, facts, event.object)
-        except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
-            self._release(claim)
-            return result(Status.FAILED, reason=str(exc), record=record, render_failed=True)
-        except SandboxError as exc:  # khook's: no render process free in time; retry later
-            self._release(claim)
-            return result(Status.FAILED, reason=str(exc), record=record, retryable=True)
-        request = AgentRequest(
-            agent=m.config.agent,
-            prompt=prompt,
-            # Derived from the incident and its first sighting: the same for every retry of
-            # this firing, and for a takeover of a claim whose holder died mid-call.
-            message_id=str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key.id}@{record.first_seen}")),
-            metadata={
-                "khook.dev/hook": m.hook.key,
-                "khook.dev/eventType": m.config.event_type,
-                "khook.dev/namespace": event.namespace,
-                "khook.dev/resource": event.involved.display,
-                "khook.dev/incident": key.digest,
-            },
-            hook_namespace=m.hook.namespace,
-            hook_name=m.hook.name,
-        )
-        try:
-            answer = self.agent.send(request)
-        except AgentError as exc:
-            self._release(claim)
-            return result(
-                Status.FAILED,
-                record=record,
-                reason=str(exc),
-                retryable=exc.retryable,
-                retry_after=exc.retry_after,
-                agent_called=True,
-            )
-        try:
-            record = self.dedup.confirm(claim, answer.task_id, answer.context_id) or record
-        except StoreError as exc:
-            log(logger, logging.WARNING, "could not record the agent task", error=str(exc))
-        return result(
-            Status.FIRED,
-            record=record,
-            reason=claim.decision.reason,
-            task_id=answer.task_id,
-            context_id=answer.context_id,
-        )
+        return done
 
-    def _age(self, event: ClusterEvent, detection: Detection) -> str | None:
-        """How old a stale signal was when observed; None when it is not stale."""
-        return stale(detection.signal.occurred_at, event.observed_at, self.config.max_signal_age)
 
-    def _release(self, claim: Claim) -> None:
-        try:
-            self.dedup.release(claim)
-        except StoreError as exc:
-            # The claim stays until its window passes: this incident will not re-fire before.
-            log(
-                logger,
-                logging.ERROR,
-                "could not release a failed claim",
-                key=claim.key.id,
-                error=str(exc),
-            )
+@dataclass
+class _Unit:
+    """The detections of one event that belong to one incident of one Hook."""
 
-    @staticmethod
-    def _facts(
-        event: ClusterEvent, m: HookMatch, detection: Detection, record: Record
-    ) -> PromptFacts:
-        signal = detection.signal
-        # The cluster's own times where the signal has them; khook's clock only counts.
-        when = signal.occurred_at or event.observed_at
-        first = min(signal.first_seen or when, when)
-        return PromptFacts(
-            event_type=m.config.event_type,
-            namespace=event.namespace,
-            kind=event.involved.kind,
-            name=event.involved.name,
-            reason=signal.reason,
-            message=signal.message,
-            timestamp=when,
-            count=max(signal.count, record.count),
-            first_seen=first,
-            last_seen=when,
-            hook=m.hook.key,
-            owner=event.owner.display if event.owner else "",
-            container=signal.container,
-            api_version=event.involved.api_version,
-            action=event.action.value,
-        )
+    hook: Hook
+    key: DedupKey
+    items: list[Incident | Explained] = field(default_factory=list)

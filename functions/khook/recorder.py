@@ -33,6 +33,8 @@ class LogRecorder:
         for r in outcome.results:
             level = {
                 Status.FIRED: logging.INFO,
+                Status.FOLLOWUP: logging.INFO,
+                Status.RESOLVED: logging.INFO,
                 Status.FAILED: logging.ERROR,
             }.get(r.status, logging.DEBUG)
             log(
@@ -45,6 +47,9 @@ class LogRecorder:
                 resource=subject,
                 namespace=r.key.namespace,
                 group=r.key.group,
+                incident=r.key.event_type,
+                cause=r.record.cause_type if r.record else None,
+                state=r.record.state.value if r.record else None,
                 reason=r.reason,
                 taskId=r.task_id or None,
                 contextId=r.context_id or None,

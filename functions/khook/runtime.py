@@ -37,13 +37,15 @@ from khook.cluster import (
     HookStatusWriter,
     KubeRecorder,
 )
+from khook.core.memory import ObjectMemory
 from khook.core.tenancy import AgentPolicy, PolicyError
-from khook.files import FileHookSource, HookSource, load_rules
+from khook.files import FileHookSource, HookSource, load_correlation, load_rules
 from khook.kubeapi import connect, identify, kubeconfig_namespace
 from khook.logs import configure, log
 from khook.pipeline import Background, Pipeline, PipelineConfig
 from khook.recorder import LogRecorder, Recorder
 from khook.sandbox import ProcessRenderer, Renderer
+from khook.sessions import Budget
 from khook.settings import Settings, SettingsError
 from khook.stores import CachedRecords, Deduplicator, open_store
 
@@ -155,7 +157,8 @@ def build_pipeline(
     clock = clock or SystemClock()
     preflight(settings)
     rules = load_rules(settings.rules)
-    for warning in rules.warnings:
+    correlation = load_correlation(settings.rules)
+    for warning in (*rules.warnings, *correlation.warnings):
         log(logger, logging.WARNING, "rule pattern noted", warning=warning)
     try:
         policy = policy_from_settings(settings)
@@ -235,11 +238,15 @@ def build_pipeline(
             max_calls_per_event=settings.max_calls_per_event,
             agent_concurrency=settings.agent_concurrency,
             claim_timeout=claim_timeout(settings),
+            sweep_every=30.0 * every,
         ),
         reader=ClusterObjectReader(api, clock) if api is not None else None,
         background=tuple(parts),
         authenticator=authenticator,
         renderer=renderer,
+        correlation=correlation,
+        memory=ObjectMemory(correlation),
+        budget=Budget(sessions_per_minute=settings.max_sessions_per_minute),
     )
     log(
         logger,

@@ -68,6 +68,7 @@ ENV = {
     "render_memory_bytes": "KHOOK_RENDER_MEMORY_BYTES",
     "render_workers": "KHOOK_RENDER_WORKERS",
     "request_timeout": "KHOOK_REQUEST_TIMEOUT",
+    "max_sessions_per_minute": "KHOOK_MAX_SESSIONS_PER_MINUTE",
 }
 HOOKS_FROM_CLUSTER = "cluster"  # KHOOK_HOOKS=cluster
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -129,6 +130,9 @@ class Settings:
     render_memory_bytes: int = 256 * MIB
     render_workers: int = 2
     request_timeout: float = 10.0  # reading one request's body
+    # The storm breaker: agent sessions one Hook may open per minute (0: no limit); beyond,
+    # new incidents join one overflow session.
+    max_sessions_per_minute: int = 10
 
     @property
     def effective_dedup(self) -> str:
@@ -217,22 +221,28 @@ class Settings:
             raise SettingsError("threads and workers must be >= 1")
         if settings.max_body_bytes < 1024:
             raise SettingsError("max_body_bytes must be at least 1024")
-        if settings.auth not in AUTH_MODES:
-            raise SettingsError(f"auth (KHOOK_AUTH) must be one of {', '.join(AUTH_MODES)}")
-        positive = (
-            "max_hooks_per_namespace",
-            "max_calls_per_event",
-            "agent_concurrency",
-            "agent_max_response_bytes",
-            "render_workers",
-        )
-        for name in positive:
-            if getattr(settings, name) < 1:
-                raise SettingsError(f"{name} ({ENV[name]}) must be at least 1")
-        for name in ("render_timeout", "request_timeout", "max_retry_after"):
-            if getattr(settings, name) <= 0:
-                raise SettingsError(f"{name} ({ENV[name]}) must be above zero")
+        _check_bounds(settings)
         return settings
+
+
+def _check_bounds(settings: Settings) -> None:
+    if settings.auth not in AUTH_MODES:
+        raise SettingsError(f"auth (KHOOK_AUTH) must be one of {', '.join(AUTH_MODES)}")
+    positive = (
+        "max_hooks_per_namespace",
+        "max_calls_per_event",
+        "agent_concurrency",
+        "agent_max_response_bytes",
+        "render_workers",
+    )
+    for name in positive:
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{name} ({ENV[name]}) must be at least 1")
+    if settings.max_sessions_per_minute < 0:
+        raise SettingsError("max_sessions_per_minute (KHOOK_MAX_SESSIONS_PER_MINUTE) >= 0")
+    for name in ("render_timeout", "request_timeout", "max_retry_after"):
+        if getattr(settings, name) <= 0:
+            raise SettingsError(f"{name} ({ENV[name]}) must be above zero")
 
 
 _INTEGERS = frozenset(
@@ -248,6 +258,7 @@ _INTEGERS = frozenset(
         "agent_max_response_bytes",
         "render_memory_bytes",
         "render_workers",
+        "max_sessions_per_minute",
     }
 )
 _SECONDS = frozenset(

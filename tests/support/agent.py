@@ -4,34 +4,41 @@ It serves A2A 1.0 and, through the SDK's compat layer, 0.3 JSON-RPC at Kagent's 
 (``/api/a2a/{namespace}/{name}/``) with the agent card beside it. A small ASGI layer in front
 records every raw request and can answer the next requests with planned faults (503, 429...),
 the way an overloaded Kagent would, or a hostile one (a trickled or huge answer). The agent can
-also end its next tasks in a planned state (failed, rejected, canceled) through the SDK.
+also end its next tasks in a planned state (failed, rejected, canceled) through the SDK, and
+finish a task later (:meth:`A2AAgentServer.finish`), the way Kagent ends an investigation.
 
-:class:`HostileAgent` is a bare TCP server for what no HTTP server does on purpose: trickled
-status lines and headers, an answer that never comes. :func:`unanswered_port` makes a port whose
-connects hang (a full accept queue), :func:`deaf_port` one that never reads what it is sent.
+Each message is recorded with the context and task the SDK gave the executor
+(``RequestContext.context_id`` / ``task_id``), and the messages of each context are kept as one
+conversation (:meth:`A2AAgentServer.conversation`).
+
+:class:`HostileAgent`, :func:`unanswered_port` and :func:`deaf_port` (agents that misbehave
+below HTTP) live in ``tests.support.hostile_agent`` and are importable from here too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from a2a.helpers.proto_helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
+from a2a.server.events.event_queue_v2 import EventQueueSource
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore
 from a2a.types import a2a_pb2 as pb
 from starlette.applications import Starlette
+
+from tests.support.hostile_agent import HostileAgent, deaf_port, unanswered_port
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -47,6 +54,19 @@ class Received:
     text: str
     metadata: dict[str, Any]
     message_id: str
+    context_id: str = ""  # RequestContext.context_id: the conversation it is in
+    task_id: str = ""  # RequestContext.task_id: the task it went into
+    continued: bool = False  # it continued an existing task (it named one that takes messages)
+
+
+@dataclass
+class _Task:
+    """Where a task's events go: what :meth:`A2AAgentServer.finish` needs to end it later."""
+
+    context_id: str
+    queue: EventQueue
+    store: InMemoryTaskStore
+    call: ServerCallContext
 
 
 @dataclass
@@ -71,40 +91,58 @@ class Fault:
     trickle: float = 0.0  # > 0: send the body one byte every this many seconds
     size: int = 0  # > 0: send this many filler bytes as the body instead (a huge answer)
     method: str = "POST"  # the requests this fault is for (GET: the agent card)
+    # Called (on the server's thread) when the request arrives, before it is answered: e.g.
+    # to move a test clock while the call is in flight.
+    on_arrival: Callable[[], object] | None = None
 
 
 class _Executor(AgentExecutor):
-    def __init__(
-        self, agent: str, sink: list[Received], lock: threading.Lock, states: list[str]
-    ) -> None:
+    def __init__(self, agent: str, server: A2AAgentServer, store: InMemoryTaskStore) -> None:
         self.agent = agent
-        self.sink = sink
-        self.lock = lock
-        self.states = states  # planned end states of the next tasks ("failed", ...)
+        self.server = server
+        self.store = store
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         message = context.message
         assert message is not None
         from google.protobuf.json_format import MessageToDict
 
-        with self.lock:
-            self.sink.append(
-                Received(
-                    agent=self.agent,
-                    text=context.get_user_input(),
-                    metadata=MessageToDict(message.metadata) if message.metadata else {},
-                    message_id=message.message_id,
+        current = context.current_task
+        got = Received(
+            agent=self.agent,
+            text=context.get_user_input(),
+            metadata=MessageToDict(message.metadata) if message.metadata else {},
+            message_id=message.message_id,
+            context_id=context.context_id or "",
+            task_id=context.task_id or "",
+            continued=current is not None,
+        )
+        state = self.server._took(
+            got, _Task(got.context_id, event_queue, self.store, context.call_context)
+        )
+        if current is None:
+            # Like Kagent: the task is accepted at once and works on in the background.
+            task = new_task_from_user_message(message)
+            if state:
+                task.status.state = _state(state)
+            await event_queue.enqueue_event(task)
+        else:
+            # A message for a task that takes more: it works on (or ends as planned).
+            await event_queue.enqueue_event(
+                pb.TaskStatusUpdateEvent(
+                    task_id=current.id,
+                    context_id=current.context_id,
+                    status=pb.TaskStatus(state=_state(state or "working")),
                 )
             )
-            state = self.states.pop(0) if self.states else ""
-        # Like Kagent: the task is accepted at once and works on in the background.
-        task = new_task_from_user_message(message)
-        if state:
-            task.status.state = pb.TaskState.Value(f"TASK_STATE_{state.upper()}")
-        await event_queue.enqueue_event(task)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         return None
+
+
+def _state(name: str) -> pb.TaskState:
+    state: pb.TaskState = pb.TaskState.Value(f"TASK_STATE_{name.upper().replace('-', '_')}")
+    return state
 
 
 def _card(name: str, url: str, version: str) -> pb.AgentCard:
@@ -129,11 +167,14 @@ class A2AAgentServer:
         card_version: str = "1.0",
     ) -> None:
         self.received: list[Received] = []
+        self.conversations: dict[str, list[Received]] = {}  # context id -> its messages
         self.raw: list[RawRequest] = []
         self.faults: list[Fault] = []
         self.states: list[str] = []
         self.sent_bytes = 0  # body bytes of planned faults actually handed to the socket
         self._lock = threading.Lock()
+        self._tasks: dict[str, _Task] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
@@ -141,9 +182,10 @@ class A2AAgentServer:
         routes = []
         for agent in agents:
             path = f"/api/a2a/{agent}/"
+            store = InMemoryTaskStore()
             handler = DefaultRequestHandler(
-                agent_executor=_Executor(agent, self.received, self._lock, self.states),
-                task_store=InMemoryTaskStore(),
+                agent_executor=_Executor(agent, self, store),
+                task_store=store,
                 agent_card=_card(agent, self.url + path, card_version),
             )
             routes += create_jsonrpc_routes(handler, path, enable_v0_3_compat=True)
@@ -186,6 +228,8 @@ class A2AAgentServer:
             fault = next((f for f in self.faults if f.method == scope["method"]), None)
             if fault is not None:
                 self.faults.remove(fault)
+        if fault is not None and fault.on_arrival is not None:
+            fault.on_arrival()
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.status:
@@ -235,10 +279,59 @@ class A2AAgentServer:
         else:
             await send({"type": "http.response.body", "body": fault.body})
 
+    def _took(self, got: Received, task: _Task) -> str:
+        """Record a message the executor received; the state its task is planned to end in."""
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self.received.append(got)
+            self.conversations.setdefault(got.context_id, []).append(got)
+            self._tasks[got.task_id] = task
+            return self.states.pop(0) if self.states else ""
+
     def end_next_tasks(self, *states: str) -> None:
-        """The next tasks end in these states (failed, rejected, canceled...) at once."""
+        """The next messages' tasks end in these states at once (completed, failed, rejected,
+        canceled; "" for one that works on): a new task is created in that state, a task a
+        message continues moves to it. Each message takes the next state."""
         with self._lock:
             self.states.extend(states)
+
+    def finish(self, task_id: str, state: str = "completed") -> None:
+        """End a task later, as Kagent does when its investigation is over: the agent sends
+        the task's final status through the SDK. Returns once the SDK has applied it (the task
+        is stored in ``state`` and takes no more messages)."""
+        with self._lock:
+            task, loop = self._tasks[task_id], self._loop
+        assert loop is not None
+
+        async def end() -> None:
+            update = pb.TaskStatusUpdateEvent(
+                task_id=task_id,
+                context_id=task.context_id,
+                status=pb.TaskStatus(state=_state(state)),
+            )
+            await task.queue.enqueue_event(update)
+            assert isinstance(task.queue, EventQueueSource)
+            # Applied once the SDK's consumer has processed every event put so far.
+            await task.queue.test_only_join_incoming_queue()
+            await task.queue.queue.join()
+
+        asyncio.run_coroutine_threadsafe(asyncio.wait_for(end(), 10), loop).result(timeout=15)
+
+    def task_state(self, task_id: str) -> str:
+        """The state the SDK stored for a task: "completed", "working"..."""
+        with self._lock:
+            task, loop = self._tasks[task_id], self._loop
+        assert loop is not None
+        stored = asyncio.run_coroutine_threadsafe(task.store.get(task_id, task.call), loop)
+        found = stored.result(timeout=10)
+        assert found is not None
+        name: str = pb.TaskState.Name(found.status.state)
+        return name.removeprefix("TASK_STATE_").lower().replace("_", "-")
+
+    def conversation(self, context_id: str) -> list[Received]:
+        """The messages the agent received in one context (Kagent's session), in order."""
+        with self._lock:
+            return list(self.conversations.get(context_id, []))
 
     def fail_next(self, *faults: Fault) -> None:
         with self._lock:
@@ -266,133 +359,12 @@ class A2AAgentServer:
         self._thread.join(timeout=10)
 
 
-class HostileAgent:
-    """A bare TCP server that reads each request's head and then misbehaves:
-
-    - ``stall``: never answers;
-    - ``trickle-head``: sends the status line and headers one byte every ``interval``;
-    - ``trickle-body``: sends the head at once, then a JSON body one byte every ``interval``;
-    - ``hang-up``: sends the head and the start of the body, then closes the connection.
-
-    ``lasted`` has, for each connection, how long it stayed open until the client hung up."""
-
-    BODY = b'{"jsonrpc":"2.0","id":"1","result":{"kind":"task","id":"t","contextId":"c",'
-    BODY += b'"status":{"state":"submitted"}}}'
-
-    def __init__(self, mode: str, interval: float = 0.5) -> None:
-        assert mode in ("stall", "trickle-head", "trickle-body", "hang-up")
-        self.mode = mode
-        self.interval = interval
-        self.lasted: list[float] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._server = socket.socket()
-        self._server.bind(("127.0.0.1", 0))
-        self._server.listen(16)
-        self._server.settimeout(0.1)
-        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}"
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> HostileAgent:
-        self._spawn(self._accept)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in list(self._threads):
-            thread.join(timeout=10)
-        self._server.close()
-
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._spawn(self._serve, conn)
-
-    def _serve(self, conn: socket.socket) -> None:
-        started = time.monotonic()
-        with conn:
-            conn.settimeout(5)
-            head = b""
-            while b"\r\n\r\n" not in head:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                head += data
-            if self.mode == "hang-up":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.BODY))
-                conn.sendall(self.BODY[:10])
-                out = b""
-            elif self.mode == "stall":
-                out = b""
-            elif self.mode == "trickle-head":
-                out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                out += b"X-Slow: " + b"x" * 10_000 + b"\r\n\r\n"
-            else:
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n" % len(self.BODY)
-                )
-                out = self.BODY
-            if self.mode != "hang-up":
-                self._dribble(conn, out)
-        with self._lock:
-            self.lasted.append(time.monotonic() - started)
-
-    def _dribble(self, conn: socket.socket, out: bytes) -> None:
-        """Send ``out`` a byte per interval (then nothing) until the client hangs up."""
-        conn.setblocking(False)
-        sent = 0
-        while not self._stop.wait(self.interval):
-            try:
-                if conn.recv(65536) == b"":
-                    return  # the client hung up
-            except BlockingIOError:
-                pass
-            except OSError:
-                return
-            if sent < len(out):
-                try:
-                    conn.send(out[sent : sent + 1])
-                except OSError:
-                    return
-                sent += 1
-
-
-@contextlib.contextmanager
-def unanswered_port() -> Iterator[int]:
-    """A local port whose connects hang: its accept queue (backlog 0) is full, so the kernel
-    drops further SYNs and the client waits, as with a host that does not answer."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port), timeout=5)
-    try:
-        yield port
-    finally:
-        filler.close()
-        server.close()
-
-
-@contextlib.contextmanager
-def deaf_port() -> Iterator[int]:
-    """A local port that takes connections (the kernel queues them) but never reads: a large
-    request fills the socket buffers and the sender's writes stall."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    try:
-        yield server.getsockname()[1]
-    finally:
-        server.close()
+__all__ = [
+    "A2AAgentServer",
+    "Fault",
+    "HostileAgent",
+    "RawRequest",
+    "Received",
+    "deaf_port",
+    "unanswered_port",
+]

@@ -184,3 +184,13 @@ def cluster_function(server: APIServer, clock: Clock, settings: Settings) -> Ite
         pipeline = fn.runtime.pipeline()
         wait_until(lambda: pipeline.hooks.current(wait=False).synced, 60, "the Hook list")
         yield fn
+
+
+def incident_leases(kube: Kube) -> list[Any]:
+    """The Leases of incidents (not the storm breaker's records)."""
+    leases = kube.leases.list_namespaced_lease(STATE_NAMESPACE).items
+    return [
+        lease
+        for lease in leases
+        if not (lease.metadata.labels or {}).get("khook.dev/event-type", "").startswith("khook-")
+    ]

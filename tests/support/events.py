@@ -159,3 +159,30 @@ def oom_status(finished: str = "2026-11-23T09:19:59Z", restarts: int = 1) -> dic
 def oom_request(namespace: str = "default") -> tuple[dict[str, str], bytes]:
     """An ApiServerSource request (binary mode) for a Pod that was just OOM-killed."""
     return binary(apiserver_event(pod(namespace=namespace, container_statuses=[oom_status()])))
+
+
+def recovered(obj: dict[str, Any], since: str = "2026-11-23T09:10:00Z") -> dict[str, Any]:
+    """The Pod healthy again: Ready, every container ready and running since ``since`` (a
+    container that restarted counts as recovered only once it has run a while)."""
+    obj["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    for status in obj["status"].get("containerStatuses", []):
+        status["ready"] = True
+        status["lastState"] = {}
+        status["state"] = {"running": {"startedAt": since}}
+    return obj
+
+
+def outcome(
+    *,
+    fired: int = 0,
+    duplicate: int = 0,
+    failed: int = 0,
+    held: int = 0,
+    followup: int = 0,
+    stale: int = 0,
+) -> str:
+    """The X-Khook-Outcome header khook answers for these counts."""
+    return (
+        f"fired={fired} duplicate={duplicate} failed={failed} held={held} "
+        f"followup={followup} stale={stale}"
+    )

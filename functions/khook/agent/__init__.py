@@ -13,9 +13,12 @@ from khook.agent._protocol import (
     agent_endpoint,
     build_http_request,
 )
+from khook.agent._tasks import TASK_STATES, TERMINAL_STATES, is_terminal
 from khook.agent._transport import check_agent_url
 
 __all__ = [
+    "TASK_STATES",
+    "TERMINAL_STATES",
     "A2AClient",
     "A2AVersion",
     "AgentClient",
@@ -29,5 +32,6 @@ __all__ = [
     "build_http_request",
     "check_agent_url",
     "check_user_id_template",
+    "is_terminal",
     "user_id_for",
 ]

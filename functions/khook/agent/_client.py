@@ -4,6 +4,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import orjson
 
@@ -18,6 +19,7 @@ from khook.agent._protocol import (
     build_http_request,
     excerpt,
     identity_headers,
+    in_conversation,
     parse_response,
     version_from_card,
 )
@@ -85,7 +87,42 @@ class A2AClient:
         return self._build(request, Budget(self._clock, self.timeout))
 
     def send(self, request: AgentRequest) -> AgentResult:
+        """Send one message within ``timeout``. A follow-up that names a task the agent says
+        has ended is sent again at once, within the same deadline, without the task id: a
+        new task in the same context (``AgentResult.resent_as_new_task``)."""
         budget = Budget(self._clock, self.timeout)
+        try:
+            return in_conversation(request, self._deliver(request, budget))
+        except AgentError as exc:
+            if not (exc.task_ended and request.task_id):
+                raise
+            refused = exc
+        log(
+            logger,
+            logging.INFO,
+            "the agent's task has ended; sending the message as a new task in its context",
+            agent=request.agent.id,
+            task=request.task_id,
+            context=request.context_id,
+        )
+        if budget.left() <= 0:
+            raise AgentError(
+                f"{refused}; no time left within {self.timeout:g}s to send it as a new task",
+                retryable=True,
+            ) from refused
+        again = replace(request, task_id="")
+        try:
+            result = self._deliver(again, budget)
+        except AgentError as exc:
+            raise AgentError(
+                f"{exc} (sent as a new task: task {request.task_id} had ended)",
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+            ) from exc
+        return replace(in_conversation(again, result), resent_as_new_task=True)
+
+    def _deliver(self, request: AgentRequest, budget: Budget) -> AgentResult:
+        """The message, retried on retryable failures while ``budget`` lasts."""
         http_request = self._build(request, budget)
         path = agent_path(request.agent)
         body = orjson.dumps(http_request.body)
@@ -93,7 +130,7 @@ class A2AClient:
         while True:
             attempt += 1
             try:
-                return self._attempt(path, http_request, body, budget)
+                return self._attempt(path, http_request, body, budget, request.followup)
             except AgentError as exc:
                 if not exc.retryable:
                     raise
@@ -126,7 +163,9 @@ class A2AClient:
             blocking=self._blocking,
         )
 
-    def _attempt(self, path: str, request: HTTPRequest, body: bytes, budget: Budget) -> AgentResult:
+    def _attempt(
+        self, path: str, request: HTTPRequest, body: bytes, budget: Budget, followup: bool
+    ) -> AgentResult:
         answer = self._http.request(
             "POST",
             path,
@@ -160,10 +199,13 @@ class A2AClient:
         except orjson.JSONDecodeError as exc:  # also JSON nested over 1024 deep
             raise AgentError(f"{where}: the agent's answer is not JSON", retryable=False) from exc
         try:
-            return parse_response(payload)
+            return parse_response(payload, followup=followup)
         except AgentError as exc:
             raise AgentError(
-                f"{where}: {exc}", retryable=exc.retryable, retry_after=exc.retry_after
+                f"{where}: {exc}",
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+                task_ended=exc.task_ended,
             ) from exc
 
     def _delay(self, attempt: int) -> float:

@@ -23,7 +23,9 @@ DRY_RUN_BASE_URL = "http://kagent-controller.kagent.svc.cluster.local:8083"
 
 class DryRunClient:
     """Sends nothing: writes the exact A2A request it would send as one JSON line, headers
-    (the per-tenant ``X-User-Id`` included) as the real client sends them."""
+    (the per-tenant ``X-User-Id`` included) and a follow-up's ``contextId``/``taskId`` as the
+    real client sends them. Its answer opens a made-up conversation (``dry-run-<uuid>`` task
+    and context ids) that follow-ups stay in, so they print as they would be sent."""
 
     def __init__(
         self,
@@ -53,7 +55,11 @@ class DryRunClient:
         out = self._out or sys.stdout
         out.write(json.dumps(line, ensure_ascii=False) + "\n")
         out.flush()
-        return AgentResult(f"dry-run-{uuid.uuid4()}", "", "dry-run", "dry-run")
+        # Derived from the message id: a replay of the same events prints the same ids.
+        made_up = f"dry-run-{uuid.uuid5(uuid.NAMESPACE_URL, request.message_id)}"
+        return AgentResult(
+            request.task_id or made_up, request.context_id or made_up, "dry-run", "dry-run"
+        )
 
     def close(self) -> None:
         pass

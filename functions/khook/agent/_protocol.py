@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
 from khook.agent._identity import UserIdTemplateError, user_id_for
+from khook.agent._tasks import FAILED_STATES, refuses_ended_task, task_state
 from khook.core.hooks import AgentRef
 
 VERSION_HEADER = "A2A-Version"
@@ -29,31 +30,59 @@ class A2AVersion(StrEnum):
 
 class AgentError(Exception):
     """An agent call failed. ``retryable`` failures (connection, timeout, 5xx, 429) are worth
-    a redelivery; the others (4xx, a JSON-RPC error, a rejected task) are not."""
+    a redelivery; the others (4xx, a JSON-RPC error, a rejected task) are not.
+    ``task_ended``: the agent refused the message because the task it names has ended."""
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        task_ended: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.task_ended = task_ended
 
 
 @dataclass(frozen=True)
 class AgentRequest:
+    """One message to an agent: an incident's first prompt, or a follow-up (``followup``)
+    into the conversation (``context_id``) the first answer opened, continuing its task
+    (``task_id``) while that task has not ended."""
+
     agent: AgentRef
     prompt: str
-    message_id: str  # stable across retries of one firing, so the agent can spot a repeat
+    message_id: str  # stable across retries of one message, so the agent can spot a repeat
     metadata: Mapping[str, str] = field(default_factory=dict)
     # The Hook that fires: the identity template (X-User-Id) is expanded with these.
     hook_namespace: str = ""
     hook_name: str = ""
+    # The conversation (Kagent's session) to continue, and the task in it; "" for none. A
+    # task id needs its context id. A task that has ended is not continued: the message goes
+    # as a new task in the same context (see A2AClient.send).
+    context_id: str = ""
+    task_id: str = ""
+    # A follow-up: the agent's task failing (failed, rejected, canceled) is then its answer,
+    # returned in AgentResult.state, not an AgentError (the incident's call did not fail).
+    followup: bool = False
 
 
 @dataclass(frozen=True)
 class AgentResult:
-    task_id: str
-    context_id: str
-    state: str
+    task_id: str  # the task the message went into ("" for a message answer outside a task)
+    context_id: str  # the conversation it is in: keep it for the next follow-up
+    state: str  # the task's state, normalised (_tasks.TASK_STATES); dry runs say their own
     kind: str  # task | message | dry-run
+    # The task the follow-up named had ended: the agent refused it and the same message
+    # (same message id) was sent again at once, within the same deadline, as a new task in
+    # the same context; task_id is that new task.
+    resent_as_new_task: bool = False
+    # The agent answered a follow-up in a context other than the one sent (it should not):
+    # context_id is the agent's; the caller keeps it.
+    context_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +144,29 @@ def identity_headers(request: AgentRequest, *, user_id: str, token: str | None) 
     return headers
 
 
+def conversation_ids(request: AgentRequest) -> dict[str, str]:
+    """``contextId`` and ``taskId`` for the message (the same names in A2A 0.3 and 1.0), each
+    only when set. Raises a non-retryable AgentError for ids no agent gave (a task without
+    its context, too long, control characters): they come from a store, which may be damaged."""
+    if request.task_id and not request.context_id:
+        raise AgentError(
+            "the message names a task but not its context; not sending it", retryable=False
+        )
+    ids: dict[str, str] = {}
+    for name, value in (("contextId", request.context_id), ("taskId", request.task_id)):
+        if not value:
+            continue
+        # An id khook kept from an answer is a printable string of at most MAX_ID_CHARS
+        # (see _id); anything else comes from a damaged store.
+        if not isinstance(value, str) or len(value) > MAX_ID_CHARS or not value.isprintable():
+            raise AgentError(
+                f"the message's {name} {excerpt(repr(value), 80)} is not one an agent gives",
+                retryable=False,
+            )
+        ids[name] = value
+    return ids
+
+
 def build_http_request(
     base_url: str,
     request: AgentRequest,
@@ -126,6 +178,7 @@ def build_http_request(
 ) -> HTTPRequest:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     headers.update(identity_headers(request, user_id=user_id, token=token))
+    ids = conversation_ids(request)
     metadata = dict(request.metadata)
     if version is A2AVersion.V1_0:
         headers[VERSION_HEADER] = "1.0"
@@ -133,6 +186,7 @@ def build_http_request(
             "messageId": request.message_id,
             "role": "ROLE_USER",
             "parts": [{"text": request.prompt}],
+            **ids,
         }
         if metadata:
             message["metadata"] = metadata
@@ -148,6 +202,7 @@ def build_http_request(
             "messageId": request.message_id,
             "role": "user",
             "parts": [{"kind": "text", "text": request.prompt}],
+            **ids,
         }
         if metadata:
             message["metadata"] = metadata
@@ -160,17 +215,21 @@ def build_http_request(
     return HTTPRequest("POST", agent_endpoint(base_url, request.agent), headers, body)
 
 
-def parse_response(payload: Any) -> AgentResult:
-    """Read a JSON-RPC response of either version into an AgentResult or raise AgentError."""
+def parse_response(payload: Any, *, followup: bool = False) -> AgentResult:
+    """Read a JSON-RPC response of either version into an AgentResult or raise AgentError.
+    A task that failed (failed, rejected, canceled) is an AgentError for a first message and
+    an answer for a follow-up (``followup``)."""
     if not isinstance(payload, Mapping):
         raise AgentError("agent answered with something that is not JSON-RPC", retryable=False)
     error = payload.get("error")
     if isinstance(error, Mapping):
         code = error.get("code")
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        message = error.get("message", "")
         raise AgentError(
-            f"agent answered JSON-RPC error {code}: {excerpt(error.get('message', ''))}",
+            f"agent answered JSON-RPC error {code}: {excerpt(message)}",
             retryable=code == JSONRPC_INTERNAL_ERROR,
+            task_ended=refuses_ended_task(code, message, error.get("data")),
         )
     result = payload.get("result")
     if not isinstance(result, Mapping):
@@ -184,14 +243,26 @@ def parse_response(payload: Any) -> AgentResult:
         kind, body = str(result.get("kind", "")), result
     if kind == "task":
         status = body.get("status")
-        state = str(status.get("state", "")) if isinstance(status, Mapping) else ""
-        state = state.removeprefix("TASK_STATE_").lower().replace("_", "-")
-        if state in ("failed", "rejected", "canceled"):
+        state = task_state(status.get("state") if isinstance(status, Mapping) else None)
+        if state in FAILED_STATES and not followup:
             raise AgentError(f"agent {state} the task", retryable=False)
-        return AgentResult(_id(body.get("id")), _id(body.get("contextId")), state[:64], kind)
+        return AgentResult(_id(body.get("id")), _id(body.get("contextId")), state, kind)
     if kind == "message":
-        return AgentResult(_id(body.get("taskId")), _id(body.get("contextId")), "answered", kind)
+        # A direct answer says nothing of a task's state.
+        return AgentResult(_id(body.get("taskId")), _id(body.get("contextId")), "unknown", kind)
     raise AgentError("agent's result is neither a task nor a message", retryable=False)
+
+
+def in_conversation(request: AgentRequest, result: AgentResult) -> AgentResult:
+    """The answer to ``request`` in its conversation: an answer without a context id stays in
+    the one sent; one with another context id says so (``context_changed``)."""
+    if not request.context_id:
+        return result
+    if not result.context_id:
+        return replace(result, context_id=request.context_id)
+    if result.context_id != request.context_id:
+        return replace(result, context_changed=True)
+    return result
 
 
 def excerpt(value: Any, limit: int = 200) -> str:
@@ -201,8 +272,11 @@ def excerpt(value: Any, limit: int = 200) -> str:
 
 
 def _id(value: Any) -> str:
-    """An id from the agent, as recorded in the dedup store and logged: a bounded string."""
-    return value[:MAX_ID_CHARS] if isinstance(value, str) else ""
+    """An id from the agent, as recorded in the dedup store, logged and sent back in a
+    follow-up: a bounded string; one with control characters is not kept."""
+    if not isinstance(value, str) or not value.isprintable():
+        return ""
+    return value[:MAX_ID_CHARS]
 
 
 def version_from_card(card: Any) -> A2AVersion:

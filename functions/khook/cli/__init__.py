@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from khook import __version__
-from khook.cli import render, send, serve, source, validate
+from khook.cli import render, replay, send, serve, source, validate
 
 
 def parser() -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"khook {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, send, validate, render, source):
+    for module in (serve, send, validate, render, source, replay):
         module.add_parser(sub)
     return top
 

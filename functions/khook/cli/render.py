@@ -18,10 +18,19 @@ from khook.clock import SystemClock
 from khook.core import cloudevent
 from khook.core.cloudevent import CloudEventError
 from khook.core.events import NotOfInterest, Reference, decode
+from khook.core.memory import ObjectMemory
 from khook.core.outcome import Status
-from khook.files import FileError, HookSet, load_rules, parse_hook_documents, read_documents
+from khook.files import (
+    FileError,
+    HookSet,
+    load_correlation,
+    load_rules,
+    parse_hook_documents,
+    read_documents,
+)
 from khook.pipeline import Pipeline, PipelineConfig
 from khook.runtime import build_admission, build_renderer
+from khook.sessions import Budget
 from khook.settings import Settings, SettingsError
 from khook.stores import Deduplicator, MemoryRecords
 
@@ -82,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             a2a_version=args.a2a_version,
         )
         rules = load_rules(settings.rules)
+        correlation = load_correlation(settings.rules)
         # As khook serve admits and renders: agent policy, quota, sandboxed prompts.
         renderer = build_renderer(settings)
         admission = build_admission(settings, rules.event_types, renderer)
@@ -109,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         clock=clock,
         config=PipelineConfig(settings.control_namespace, timedelta(days=3650)),
         renderer=renderer,
+        # Render what a session's first message would be: no hold keeps it back here.
+        correlation=correlation.without_holds(),
+        memory=ObjectMemory(correlation),
+        budget=Budget(sessions_per_minute=0),
     )
     decoded = decode(envelope, clock.now())
     if isinstance(decoded, Reference | NotOfInterest):

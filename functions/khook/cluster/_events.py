@@ -22,6 +22,12 @@ logger = logging.getLogger("khook.events")
 
 COMPONENT = "khook"
 WRITTEN_LIMIT = 10_000  # aggregated Events whose count this replica remembers
+DUPLICATE = "DuplicateEventIgnored"
+HELD = "IncidentHeld"
+AGGREGATED = {
+    DUPLICATE: "Ignored {total} duplicate(s) of {type} for {group}: already firing",
+    HELD: "Held {total} signal(s) of {type} for {group}: below its threshold, no session yet",
+}
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ class HookEventWriter:
         self._identity = identity
         self._duplicate_every = duplicate_every
         self._queue: queue.Queue[_Event] = queue.Queue(maxsize=10_000)
-        self._duplicates: dict[tuple[HookRef, str, str], int] = {}
-        self._written: OrderedDict[tuple[HookRef, str, str], int] = OrderedDict()
+        self._duplicates: dict[tuple[HookRef, str, str, str], int] = {}
+        self._written: OrderedDict[tuple[HookRef, str, str, str], int] = OrderedDict()
         self._lock = threading.Lock()
         self._last_duplicates = clock.monotonic()
         self._ticker = Ticker("khook-events", interval, self._tick)
@@ -78,8 +84,13 @@ class HookEventWriter:
         self._ticker.ensure_started()
 
     def duplicate(self, hook: HookRef, event_type: str, group: str) -> None:
+        self.aggregate(hook, DUPLICATE, event_type, group)
+
+    def aggregate(self, hook: HookRef, reason: str, event_type: str, group: str) -> None:
+        """One more of something too frequent for an Event each (a duplicate, a held signal):
+        counted in one Event per incident and replica, written now and then."""
         with self._lock:
-            key = (hook, event_type, group)
+            key = (hook, reason, event_type, group)
             self._duplicates[key] = self._duplicates.get(key, 0) + 1
         self._ticker.ensure_started()
 
@@ -96,24 +107,29 @@ class HookEventWriter:
     def _flush_duplicates(self) -> None:
         with self._lock:
             pending, self._duplicates = self._duplicates, {}
-        for (hook, event_type, group), count in pending.items():
-            total = self._written.get((hook, event_type, group), 0) + count
-            name = self._duplicate_name(hook, event_type, group)
-            message = f"Ignored {total} duplicate(s) of {event_type} for {group}: already firing"
+        for key, count in pending.items():
+            hook, reason, event_type, group = key
+            total = self._written.get(key, 0) + count
+            name = self._aggregate_name(hook, reason, event_type, group)
+            message = AGGREGATED[reason].format(total=total, type=event_type, group=group)
             try:
-                self._upsert(hook, name, message, total)
-                self._written[(hook, event_type, group)] = total
-                self._written.move_to_end((hook, event_type, group))
+                self._upsert(hook, name, reason, message, total)
+                self._written[key] = total
+                self._written.move_to_end(key)
                 while len(self._written) > WRITTEN_LIMIT:
                     self._written.popitem(last=False)
             except KubeError as exc:
-                _unwritten(hook, "DuplicateEventIgnored", exc)
+                _unwritten(hook, reason, exc)
 
-    def _duplicate_name(self, hook: HookRef, event_type: str, group: str) -> str:
-        digest = hashlib.sha256(f"{event_type}|{group}|{self._identity}".encode()).hexdigest()
+    def _aggregate_name(self, hook: HookRef, reason: str, event_type: str, group: str) -> str:
+        # The duplicates' Events keep the name they always had.
+        what = f"{event_type}|{group}|{self._identity}"
+        if reason != DUPLICATE:
+            what = f"{reason}|{what}"
+        digest = hashlib.sha256(what.encode()).hexdigest()
         return f"{hook.name[:200]}.dup-{digest[:16]}"
 
-    def _upsert(self, hook: HookRef, name: str, message: str, total: int) -> None:
+    def _upsert(self, hook: HookRef, name: str, reason: str, message: str, total: int) -> None:
         now = format_time(self._clock.now())
         patch = {"count": total, "lastTimestamp": now, "message": message}
         try:
@@ -124,9 +140,7 @@ class HookEventWriter:
             return
         except NotFound:
             pass  # first time for this incident, or the Event expired: create it
-        event = self._body(
-            hook, name, reason="DuplicateEventIgnored", message=message, warning=False, count=total
-        )
+        event = self._body(hook, name, reason=reason, message=message, warning=False, count=total)
         try:
             with api_errors():
                 self._core.create_namespaced_event(

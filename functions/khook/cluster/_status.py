@@ -9,14 +9,12 @@ from typing import Any
 from kubernetes import client
 
 from khook.clock import Clock
-from khook.cluster._events import HookEventWriter, HookRef
+from khook.cluster._events import HookEventWriter
 from khook.cluster._hooks import GROUP, PLURAL, VERSION, HookDoc
-from khook.core.dedup import DedupKey, Record, expire
 from khook.core.status import active_events, readiness, ready_condition, status_patch
 from khook.kubeapi import MERGE_PATCH, TIMEOUT, KubeError, NotFound, api_errors
 from khook.logs import log
-from khook.stores import KEEP, RecordStore, StoreError
-from khook.stores._base import _Keep
+from khook.stores import RecordStore, StoreError
 from khook.ticker import Ticker
 
 logger = logging.getLogger("khook.status")
@@ -28,8 +26,8 @@ class HookStatusWriter:
     """Hook status on the status subresource, by merge patch, debounced per Hook and written
     off the request path. ``activeEvents`` comes from the shared dedup store, so every replica
     writes the same picture; the Ready condition from the Hook's validity and the agents'
-    circuits. An incident whose window passed is marked resolved in the store, and announced
-    with an ``EventResolved`` Event by the replica whose write made it so."""
+    circuits. (An incident whose window passed is marked resolved, and announced, by the
+    pipeline's sweep, on the replica whose store write made it so.)"""
 
     def __init__(
         self,
@@ -150,13 +148,7 @@ class HookStatusWriter:
         now = self._clock.now()
         events = None
         if doc.hook is not None:
-            records = self._store.records(doc.key)
-            due = [r.key for r in records if expire(r, now) is not None]
-            for key in due:
-                self._expire(doc, key)
-            if due:
-                records = self._store.records(doc.key)
-            events = active_events(records, now)
+            events = active_events(self._store.records(doc.key), now)
         condition = self._desired_condition(doc)
         if events == self._written.get(doc.key) and not self._condition_stale(doc):
             return 0
@@ -181,25 +173,6 @@ class HookStatusWriter:
         if events is not None:
             self._written[doc.key] = events
         return 1
-
-    def _expire(self, doc: HookDoc, key: DedupKey) -> None:
-        """Mark an incident whose window passed resolved, and announce it if this replica is the
-        one that stored the change: one ``EventResolved`` per incident, whatever the number of
-        replicas (an early resolution is marked, and announced, when it happens)."""
-        done: list[Record] = []
-
-        def change(current: Record | None) -> Record | _Keep | None:
-            updated = expire(current, self._clock.now())
-            done[:] = [updated] if updated is not None else []
-            return updated if updated is not None else KEEP
-
-        self._store.update(key, change)
-        if done and self._events is not None:
-            self._events.emit(
-                HookRef(doc.namespace, doc.name, doc.uid),
-                "EventResolved",
-                f"{key.event_type} for {key.group} resolved: quiet for its window",
-            )
 
     def recheck(self) -> None:
         """Hooks with firing incidents get rewritten, so windows that passed show resolved."""

@@ -1,217 +1,104 @@
-"""Deduplication decisions: pure functions over a record; the stores only keep records.
+"""Incident decisions: pure functions over a record; the stores only keep records.
 
-One incident is one key: Hook + event type + namespace + group (the owner, or the resource).
-The first observation of a key *fires*; later ones inside the window (the configuration's
-cooldown, counted from the firing) are duplicates. Each observation names its *occurrence*:
-an occurrence already recorded is never a new incident, whatever the window says, and a
-signal that was already older than ``max_signal_age`` when it was observed is stale.
+A sighting (one signal of one object) either opens an incident's agent session (*fire*), is
+counted in an incident that has not crossed its threshold yet (*held*: blips that heal on their
+own never page), is counted in an open incident (*duplicate*), or carries a material change the
+open session is told about (*followup*). The window slides: an incident stays open while it is
+sighted, and resolves ``cooldown`` after its last sighting or when its objects are healthy
+again. Each sighting names its *occurrence*: an occurrence already recorded changes nothing,
+and a signal that was already older than ``max_signal_age`` when it was observed is stale.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
 
-from khook.core.objects import parse_time
+from khook.core.incident import (
+    DETAIL_LIMIT,
+    FAILING_MEMORY,
+    OCCURRENCE_MEMORY,
+    RESOURCE_MEMORY,
+    WORKLOAD_MEMORY,
+    DedupKey,
+    Record,
+    State,
+    remember,
+)
 
-OCCURRENCE_MEMORY = 64
-RESOURCE_MEMORY = 16
+__all__ = [
+    "Decision",
+    "DedupKey",
+    "Hold",
+    "Observation",
+    "Policy",
+    "Record",
+    "Sighting",
+    "State",
+    "Verdict",
+    "decide",
+    "material",
+    "resolve",
+    "snapshot",
+    "stale",
+]
 
-
-@dataclass(frozen=True)
-class DedupKey:
-    hook: str  # namespace/name of the Hook
-    event_type: str
-    namespace: str
-    group: str  # Kind/name of the owner or the resource
-
-    @property
-    def id(self) -> str:
-        return f"{self.hook}|{self.event_type}|{self.namespace}|{self.group}"
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.id.encode()).hexdigest()[:20]
-
-    @classmethod
-    def from_id(cls, key_id: str) -> DedupKey:
-        hook, event_type, namespace, group = key_id.split("|", 3)
-        return cls(hook, event_type, namespace, group)
-
-
-class State(StrEnum):
-    FIRING = "firing"
-    RESOLVED = "resolved"
-
-
-@dataclass(frozen=True)
-class Record:
-    key: DedupKey
-    first_seen: datetime
-    last_seen: datetime
-    fired_at: datetime
-    window: timedelta
-    count: int
-    holder: str  # the claim token of the firing this record belongs to
-    state: State = State.FIRING
-    confirmed: bool = False  # the agent accepted the call
-    occurrences: tuple[str, ...] = ()
-    resources: tuple[str, ...] = ()
-    task_id: str = ""
-    context_id: str = ""
-
-    @property
-    def expires_at(self) -> datetime:
-        return self.fired_at + self.window
-
-    def live(self, now: datetime) -> bool:
-        return now < self.expires_at
-
-    def state_at(self, now: datetime) -> State:
-        return self.state if self.live(now) else State.RESOLVED
-
-    def prunable(self, now: datetime, retention: timedelta) -> bool:
-        """Kept past its window so its occurrences still shield against stale re-reports."""
-        return now > max(self.expires_at, self.last_seen) + retention
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key.id,
-            "firstSeen": self.first_seen.isoformat(),
-            "lastSeen": self.last_seen.isoformat(),
-            "firedAt": self.fired_at.isoformat(),
-            "windowSeconds": self.window.total_seconds(),
-            "count": self.count,
-            "holder": self.holder,
-            "state": self.state.value,
-            "confirmed": self.confirmed,
-            "occurrences": list(self.occurrences),
-            "resources": list(self.resources),
-            "taskId": self.task_id,
-            "contextId": self.context_id,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Any) -> Record:
-        """The record ``to_json`` wrote. Stored bytes may have been damaged or edited: anything
-        malformed (a missing field, a wrong type, inf/nan, a time outside years 1970-8999, a
-        window over 10 years, a key that is not ``hook|eventType|namespace|group``) raises
-        ValueError, and nothing else."""
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"a record is a JSON object, not {type(raw).__name__}")
-        return cls(
-            key=_stored_key(_field(raw, "key", str)),
-            first_seen=_stored_time(raw, "firstSeen"),
-            last_seen=_stored_time(raw, "lastSeen"),
-            fired_at=_stored_time(raw, "firedAt"),
-            window=_stored_window(raw),
-            count=_stored_count(raw),
-            holder=_field(raw, "holder", str),
-            state=_stored_state(raw),
-            confirmed=_field(raw, "confirmed", bool, False),
-            occurrences=_stored_strings(raw, "occurrences", OCCURRENCE_MEMORY),
-            resources=_stored_strings(raw, "resources", RESOURCE_MEMORY),
-            task_id=_field(raw, "taskId", str, ""),
-            context_id=_field(raw, "contextId", str, ""),
-        )
-
-
-# What a stored record may hold: outside these it is damage, not data (and datetime arithmetic
-# on it could overflow).
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-MAX_STORED_WINDOW = timedelta(days=3650)
-MAX_STORED_COUNT = 2**63 - 1
-_T = TypeVar("_T")
-_REQUIRED: Any = object()
-
-
-def _field(raw: Mapping[str, Any], name: str, kind: type[_T], default: _T = _REQUIRED) -> _T:
-    if name not in raw:
-        if default is _REQUIRED:
-            raise ValueError(f"record field {name} is missing")
-        return default
-    value = raw[name]
-    # bool is an int to Python, never to a record.
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ValueError(f"record field {name} is not a {kind.__name__}: {_short(value)}")
-    return value
-
-
-def _stored_key(text: str) -> DedupKey:
-    parts = text.split("|", 3)
-    if len(parts) != 4 or "/" not in parts[0] or not parts[1] or not parts[3]:
-        raise ValueError(f"record key is not hook|eventType|namespace|group: {_short(text)}")
-    return DedupKey(*parts)
-
-
-def _stored_time(raw: Mapping[str, Any], name: str) -> datetime:
-    text = _field(raw, name, str)
-    try:
-        value = parse_time(text)
-    except (ValueError, OverflowError):  # an offset that pushes it past year 1 or 9999
-        value = None
-    if value is None or not _EARLIEST <= value < _LATEST:
-        raise ValueError(f"record field {name} is not a time in range: {_short(text)}")
-    return value
-
-
-def _stored_window(raw: Mapping[str, Any]) -> timedelta:
-    seconds = raw.get("windowSeconds")
-    if (
-        not isinstance(seconds, int | float)
-        or isinstance(seconds, bool)
-        or not math.isfinite(seconds)
-        or not 0 <= seconds <= MAX_STORED_WINDOW.total_seconds()
-    ):
-        raise ValueError(f"record field windowSeconds is not a window: {_short(seconds)}")
-    return timedelta(seconds=seconds)
-
-
-def _stored_count(raw: Mapping[str, Any]) -> int:
-    count = _field(raw, "count", int)
-    if not 0 <= count <= MAX_STORED_COUNT:
-        raise ValueError(f"record field count is out of range: {_short(count)}")
-    return count
-
-
-def _stored_state(raw: Mapping[str, Any]) -> State:
-    value = _field(raw, "state", str, State.FIRING.value)
-    if value not in {s.value for s in State}:
-        raise ValueError(f"record field state is not a state: {_short(value)}")
-    return State(value)
-
-
-def _stored_strings(raw: Mapping[str, Any], name: str, limit: int) -> tuple[str, ...]:
-    items = _field(raw, name, list, [])
-    if not all(isinstance(item, str) for item in items):
-        raise ValueError(f"record field {name} is not a list of strings")
-    return tuple(items[-limit:])  # what a record would remember anyway
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+COUNT_MILESTONES = (10, 100)  # counts whose crossing the open session is told of
 
 
 @dataclass(frozen=True)
-class Observation:
+class Hold:
+    """When a held incident opens: one object failed ``min_count`` times, or ``min_count``
+    objects fail at once, or it has lasted ``hold_for``."""
+
+    min_count: int
+    hold_for: timedelta
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How one incident is decided: from its Hook configuration and the correlation table."""
+
+    window: timedelta  # the cooldown
+    hold: Hold | None = None  # None: it opens at its first sighting
+    followups: bool = True
+    followup_every: timedelta = timedelta(minutes=5)
+    claim_timeout: timedelta | None = None
+    ranks: tuple[str, ...] = ()  # its family, the cause first (see the precedence table)
+
+    def rank(self, event_type: str) -> int:
+        return self.ranks.index(event_type) if event_type in self.ranks else len(self.ranks)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One signal of one object, as the incident counts it."""
+
     occurrence: str
     occurred_at: datetime | None
     observed_at: datetime
     resource: str  # Kind/name of the object that showed the signal
+    event_type: str = ""
+    count: int | None = 1  # the object's own failure count (Event count, restartCount)
+    started_at: datetime | None = None  # when the object began failing, if it says
+    workload: str = ""  # the workload the object belongs to
+    detail: str = ""  # what this signal says of the cause
+    holdable: bool = True  # False: it opens the incident at once (e.g. a terminal pull)
+
+
+Observation = Sighting  # its name before incidents counted more than one signal
 
 
 class Verdict(StrEnum):
     FIRE = "fire"
+    FOLLOWUP = "followup"
+    HELD = "held"
     DUPLICATE = "duplicate"
     STALE = "stale"
     IN_FLIGHT = "in-flight"  # another delivery holds the claim and is calling the agent
+    RESOLVED = "resolved"  # an open incident is over (its session is told)
+    HEALED = "healed"  # a held incident is over before it opened: no session ever
 
 
 @dataclass(frozen=True)
@@ -219,6 +106,7 @@ class Decision:
     verdict: Verdict
     record: Record | None  # what the store must now hold; None: leave it untouched
     reason: str
+    changes: tuple[str, ...] = field(default=())  # what a follow-up tells the session
 
 
 def stale(
@@ -234,57 +122,102 @@ def stale(
 def decide(
     previous: Record | None,
     key: DedupKey,
-    observation: Observation,
+    sighting: Sighting,
     *,
     now: datetime,
-    window: timedelta,
+    policy: Policy,
     max_signal_age: timedelta,
     token: str,
-    claim_timeout: timedelta | None = None,
 ) -> Decision:
-    """``claim_timeout``: how long a claim may stay unconfirmed (the longest a firing can take:
-    render and agent deadlines, plus a margin). Inside it, another delivery of the incident is
-    IN_FLIGHT: it must come back later rather than be taken for a duplicate, since the firing
-    may still fail (and be released) or its replica die. Past it, the claim's holder is gone
-    (killed between claim and call): the incident is taken over and fires."""
-    obs = observation
-    age = stale(obs.occurred_at, obs.observed_at, max_signal_age)
+    """``policy.claim_timeout``: how long a claim may stay unconfirmed (the longest a firing
+    can take: render and agent deadlines, plus a margin). Inside it, another delivery of the
+    incident is IN_FLIGHT: it must come back later rather than be taken for a duplicate, since
+    the firing may still fail (and be released) or its replica die. Past it, the claim's
+    holder is gone (killed between claim and call): the incident is taken over and fires."""
+    s = sighting
+    age = stale(s.occurred_at, s.observed_at, max_signal_age)
     if age is not None:
         return Decision(Verdict.STALE, None, f"signal was {age}")
-    unconfirmed = previous is not None and previous.live(now) and not previous.confirmed
-    if unconfirmed and claim_timeout is not None:
-        assert previous is not None
-        if now - previous.fired_at < claim_timeout:
+    live = previous is not None and _live(previous, now)
+    unconfirmed = live and previous is not None and previous.opened and not previous.confirmed
+    if unconfirmed and previous is not None and policy.claim_timeout is not None:
+        if now - previous.fired_at < policy.claim_timeout:
             return Decision(Verdict.IN_FLIGHT, None, "another delivery is calling the agent")
-        taken = _fresh(previous, key, obs, now=now, window=window, token=token)
+        taken = _opened(_counted(previous, s, now, policy), now, token)
         # The same incident as the lost claim: its first sighting (and so the agent message's
         # id) stays, so an agent that did receive the lost call can tell it is a repeat.
-        taken = replace(taken, first_seen=previous.first_seen, count=previous.count + 1)
         return Decision(Verdict.FIRE, taken, "took over a claim whose holder went away")
-    if previous is not None and obs.occurrence in previous.occurrences:
-        return Decision(Verdict.DUPLICATE, None, "occurrence already recorded")
-    if previous is not None and previous.live(now):
-        updated = replace(
-            previous,
-            state=State.FIRING,  # a recurrence re-opens an incident resolved early
-            last_seen=max(now, previous.last_seen),
-            count=previous.count + 1,
-            occurrences=_remember(previous.occurrences, obs.occurrence, OCCURRENCE_MEMORY),
-            resources=_remember(previous.resources, obs.resource, RESOURCE_MEMORY),
+    if previous is not None and s.occurrence in previous.occurrences:
+        verdict = Verdict.HELD if live and previous.state is State.HELD else Verdict.DUPLICATE
+        return Decision(verdict, None, "occurrence already recorded")
+    if not live or previous is None:
+        fresh = _counted(_fresh(previous, key, s, now, policy.window), s, now, policy)
+        if _due(fresh, s, policy, now):
+            return Decision(Verdict.FIRE, _opened(fresh, now, token), "a new incident")
+        return Decision(Verdict.HELD, fresh, _held_reason(fresh, policy))
+    counted = _counted(previous, s, now, policy)
+    if not previous.opened:
+        if _due(counted, s, policy, now):
+            return Decision(Verdict.FIRE, _opened(counted, now, token), "crossed its threshold")
+        return Decision(Verdict.HELD, counted, _held_reason(counted, policy))
+    changes = list(material(previous.reported, counted))
+    if previous.state is State.RESOLVED:
+        counted = replace(counted, state=State.FIRING)  # it recurred inside its window
+        changes.insert(0, "it recurred after it had recovered")
+    if changes and _may_follow_up(previous, policy, now):
+        sending = replace(
+            counted,
+            followups=counted.followups + 1,
+            followed_at=now,
+            followup_holder=token,
         )
-        return Decision(Verdict.DUPLICATE, updated, "inside the window of the last firing")
-    fresh = _fresh(previous, key, obs, now=now, window=window, token=token)
-    return Decision(Verdict.FIRE, fresh, "first in its window")
+        return Decision(Verdict.FOLLOWUP, sending, "; ".join(changes), tuple(changes))
+    return Decision(Verdict.DUPLICATE, counted, "counted in the open incident")
+
+
+def _live(record: Record, now: datetime) -> bool:
+    # A hold that healed is over: the next failure starts a new one, from its own start.
+    healed = record.state is State.RESOLVED and not record.opened
+    return record.live(now) and not healed
+
+
+def _may_follow_up(previous: Record, policy: Policy, now: datetime) -> bool:
+    if not policy.followups or not previous.confirmed or not previous.context_id:
+        return False
+    if previous.followup_holder and previous.followed_at is not None:
+        timeout = policy.claim_timeout or policy.followup_every
+        if now - previous.followed_at < timeout:
+            return False  # one follow-up at a time
+    return previous.followed_at is None or now - previous.followed_at >= policy.followup_every
+
+
+def _due(record: Record, s: Sighting, policy: Policy, now: datetime) -> bool:
+    """Whether a held incident has crossed its threshold."""
+    hold = policy.hold
+    if hold is None or not s.holdable:
+        return True
+    if s.count is None and s.started_at is None:
+        return True  # no evidence either way: fail open, as the Go khook would
+    if any(n >= hold.min_count for _, n in record.failing):
+        return True
+    if len(record.failing) >= hold.min_count:
+        return True
+    start = min(record.first_seen, record.started_at or record.first_seen)
+    return now - start >= hold.hold_for
+
+
+def _held_reason(record: Record, policy: Policy) -> str:
+    hold = policy.hold
+    assert hold is not None
+    most = max((n for _, n in record.failing), default=0)
+    return (
+        f"held: {len(record.failing)} object(s) failing, at most {most} time(s); opens at "
+        f"{hold.min_count}, or after {_age(hold.hold_for)}"
+    )
 
 
 def _fresh(
-    previous: Record | None,
-    key: DedupKey,
-    obs: Observation,
-    *,
-    now: datetime,
-    window: timedelta,
-    token: str,
+    previous: Record | None, key: DedupKey, s: Sighting, now: datetime, window: timedelta
 ) -> Record:
     carried = previous.occurrences if previous is not None else ()
     return Record(
@@ -293,70 +226,113 @@ def _fresh(
         last_seen=now,
         fired_at=now,
         window=window,
-        count=1,
-        holder=token,
-        occurrences=_remember(carried, obs.occurrence, OCCURRENCE_MEMORY),
-        resources=(obs.resource,),
+        count=0,
+        holder="",  # a claim's token comes with the session (see _opened)
+        state=State.HELD,
+        occurrences=carried,
+        opened=False,
+        cause=s.event_type,
+        detail=s.detail[:DETAIL_LIMIT],
     )
 
 
-def owns(current: Record | None, claimed: Record) -> bool:
-    """Whether the stored record still belongs to this claim (no other firing replaced it)."""
-    return current is not None and current.holder == claimed.holder
-
-
-def confirm(current: Record | None, claimed: Record, task_id: str, context_id: str) -> Record:
-    base = current if current is not None and owns(current, claimed) else claimed
-    return replace(base, confirmed=True, task_id=task_id, context_id=context_id)
-
-
-def resolve(current: Record | None, resource: str, now: datetime) -> Record | None:
-    """The incident marked resolved early, when it is live, firing, and was seen only on
-    ``resource``, which now shows healthy; None when this does not resolve it."""
-    if current is None or not current.live(now) or current.state is State.RESOLVED:
-        return None
-    if set(current.resources) - {resource}:
-        return None  # other pods of the owner were part of it; one healthy pod is not enough
-    return replace(current, state=State.RESOLVED)
-
-
-def expire(current: Record | None, now: datetime) -> Record | None:
-    """The incident marked resolved because its window passed without it being resolved
-    otherwise; None when that is not due (still live, already resolved, never accepted).
-    Whoever stores this transition announces it, so it is announced once across replicas."""
-    if current is None or current.state is State.RESOLVED or not current.confirmed:
-        return None
-    if current.live(now):
-        return None
-    return replace(current, state=State.RESOLVED)
-
-
-def merge(stored: Record, local: Record, base: Record) -> Record:
-    """Fold what this replica saw since ``base`` (the version it last synced) into ``stored``
-    (what the store holds now, which other replicas may have advanced too)."""
-    state = local.state if local.state is not base.state else stored.state
-    occurrences = stored.occurrences
-    for item in local.occurrences:
-        occurrences = _remember(occurrences, item, OCCURRENCE_MEMORY)
-    resources = stored.resources
-    for item in local.resources:
-        resources = _remember(resources, item, RESOURCE_MEMORY)
+def _opened(record: Record, now: datetime, token: str) -> Record:
     return replace(
-        stored,
-        count=stored.count + max(0, local.count - base.count),
-        last_seen=max(stored.last_seen, local.last_seen),
-        state=state,
-        occurrences=occurrences,
-        resources=resources,
+        record,
+        opened=True,
+        state=State.FIRING,
+        fired_at=now,
+        holder=token,
+        confirmed=False,
+        reported=snapshot(record),
     )
 
 
-def _remember(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
-    if item in items:
-        return items
-    return (*items, item)[-limit:]
+def _counted(previous: Record, s: Sighting, now: datetime, policy: Policy) -> Record:
+    """The record with one more sighting in it."""
+    new_object = s.resource not in previous.resources
+    failing = dict(previous.failing)
+    failing[s.resource] = (
+        max(failing.get(s.resource, 0), s.count)
+        if s.count is not None
+        else failing.get(s.resource, 0) + 1
+    )
+    cause, detail = previous.cause or s.event_type, previous.detail
+    if s.event_type and policy.rank(s.event_type) < policy.rank(cause):
+        cause, detail = s.event_type, s.detail or detail  # the cause escalates
+    elif s.detail and not detail:
+        detail = s.detail
+    workloads, total = previous.workloads, previous.workloads_total
+    if s.workload and s.workload not in workloads:
+        workloads, total = remember(workloads, s.workload, WORKLOAD_MEMORY), total + 1
+    started = [t for t in (previous.started_at, s.started_at) if t is not None]
+    return replace(
+        previous,
+        last_seen=max(now, previous.last_seen),
+        window=policy.window,
+        count=previous.count + 1,
+        occurrences=remember(previous.occurrences, s.occurrence, OCCURRENCE_MEMORY),
+        resources=remember(previous.resources, s.resource, RESOURCE_MEMORY),
+        objects=max(previous.objects, len(previous.resources)) + (1 if new_object else 0),
+        failing=tuple(failing.items())[-FAILING_MEMORY:],
+        workloads=workloads,
+        workloads_total=total,
+        started_at=min(started) if started else None,
+        cause=cause,
+        detail=detail[:DETAIL_LIMIT],
+    )
+
+
+def snapshot(record: Record) -> str:
+    """What the session has been told, to see what changed since: the cause, how many
+    workloads, and which count milestone."""
+    reached = sum(record.count >= m for m in COUNT_MILESTONES)
+    return f"{record.cause_type}|{record.workloads_total}|{reached}"
+
+
+def material(reported: str, record: Record) -> tuple[str, ...]:
+    """The changes the session has not been told of: the cause escalated, a workload joined,
+    the count crossed a milestone."""
+    if not reported:
+        return ()
+    cause, _, rest = reported.partition("|")
+    workloads, _, reached = rest.partition("|")
+    changes = []
+    if cause != record.cause_type:
+        changes.append(f"the cause is now {record.cause_type} (was {cause})")
+    if workloads.isdigit() and record.workloads_total > int(workloads):
+        latest = record.workloads[-1] if record.workloads else ""
+        changes.append(f"{record.workloads_total} workloads affected, latest {latest}")
+    if reached.isdigit() and sum(record.count >= m for m in COUNT_MILESTONES) > int(reached):
+        changes.append(f"{record.count} signals so far")
+    return tuple(changes)
+
+
+def resolve(current: Record | None, resource: str, now: datetime) -> Decision | None:
+    """``resource`` shows healthy again: it leaves the incident. When no object is left
+    failing, the incident is over: RESOLVED if its session opened, HEALED if it never did.
+    None when this changes nothing."""
+    if current is None or not _live(current, now) or current.state is State.RESOLVED:
+        return None
+    failing = dict(current.failing)
+    if resource in failing:
+        del failing[resource]
+    elif failing or set(current.resources) - {resource}:
+        return None  # not one of its failing objects; or, in an old record, not its only one
+    left = tuple(failing.items())
+    if left:
+        updated = replace(current, failing=left)
+        return Decision(Verdict.DUPLICATE, updated, f"{resource} recovered; {len(left)} failing")
+    if current.opened:
+        done = replace(current, failing=(), state=State.RESOLVED)
+        return Decision(Verdict.RESOLVED, done, f"{resource} is healthy again")
+    healed = replace(current, failing=(), state=State.RESOLVED)
+    return Decision(Verdict.HEALED, healed, "every object recovered before the threshold")
 
 
 def _age(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    return f"{minutes}m" if minutes else f"{int(delta.total_seconds())}s"
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    minutes = seconds // 60
+    return f"{minutes}m" if minutes else f"{seconds}s"

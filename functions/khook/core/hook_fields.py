@@ -8,7 +8,9 @@ huge, deeply nested or hostile, and its problems end up in logs and in the Hook'
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from khook.core.durations import DurationError, parse_duration
@@ -141,3 +143,88 @@ def read_names(raw: Any, where: str, problems: list[str]) -> frozenset[str]:
         )
         return frozenset()
     return frozenset(raw)
+
+
+MAX_MIN_COUNT = 1000
+MAX_HOLD_FOR = timedelta(hours=24)
+
+
+class FollowUps(StrEnum):
+    CHANGES = "changes"  # tell the open session about material changes (the default)
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class IncidentOptions:
+    """khook extensions of one event configuration, beside ``cooldown``: when a held incident
+    opens a session (``minCount``, ``for``; None: the correlation table's default for the
+    type), and whether the session hears of changes (``followUps``)."""
+
+    min_count: int | None = None
+    hold_for: timedelta | None = None
+    followups: FollowUps = FollowUps.CHANGES
+
+
+def read_incident_options(
+    item: Mapping[str, Any], where: str, problems: list[str]
+) -> IncidentOptions:
+    min_count = item.get("minCount")
+    if min_count is not None and (
+        not isinstance(min_count, int)
+        or isinstance(min_count, bool)
+        or not 1 <= min_count <= MAX_MIN_COUNT
+    ):
+        problems.append(
+            f"{where}.minCount must be a whole number from 1 to {MAX_MIN_COUNT}, "
+            f"not {show(min_count)}"
+        )
+        min_count = None
+    hold_for = None
+    raw_for = item.get("for")
+    if raw_for is not None:
+        try:
+            hold_for = parse_duration(raw_for if isinstance(raw_for, str) else "")
+        except DurationError:
+            problems.append(f"{where}.for {show(raw_for)} must be a duration such as 2m or 90s")
+        else:
+            if hold_for > MAX_HOLD_FOR:
+                problems.append(f"{where}.for {show(raw_for)} must be at most 24h")
+                hold_for = None
+    followups = read_choice(item.get("followUps"), FollowUps, f"{where}.followUps", problems)
+    return IncidentOptions(min_count, hold_for, FollowUps(followups or FollowUps.CHANGES))
+
+
+_SELECTOR_KEYS = {"namespaces", "exclude"}
+_EXCLUDE_KEYS = {"namespaces", "reasons"}
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which events a Hook wants beyond its own namespace, and which it never wants."""
+
+    namespaces: frozenset[str] = frozenset()
+    exclude_namespaces: frozenset[str] = frozenset()
+    exclude_reasons: frozenset[str] = frozenset()
+
+
+def read_selector(raw: Any, problems: list[str]) -> Selector:
+    if raw is None:
+        return Selector()
+    if not isinstance(raw, Mapping):
+        problems.append("spec.selector must be a mapping")
+        return Selector()
+    problems += unknown_fields(raw, _SELECTOR_KEYS, "spec.selector")
+    exclude = raw.get("exclude") or {}
+    if not isinstance(exclude, Mapping):
+        problems.append("spec.selector.exclude must be a mapping")
+        exclude = {}
+    problems += unknown_fields(exclude, _EXCLUDE_KEYS, "spec.selector.exclude")
+    return Selector(
+        namespaces=read_names(raw.get("namespaces"), "spec.selector.namespaces", problems),
+        exclude_namespaces=read_names(
+            exclude.get("namespaces"), "spec.selector.exclude.namespaces", problems
+        ),
+        exclude_reasons=read_names(
+            exclude.get("reasons"), "spec.selector.exclude.reasons", problems
+        ),
+    )

@@ -21,10 +21,13 @@ from enum import StrEnum
 from typing import Any
 
 from khook.core.hook_fields import (
+    IncidentOptions,
+    Selector,
     read_agent,
     read_choice,
     read_cooldown,
-    read_names,
+    read_incident_options,
+    read_selector,
     show,
     unknown_fields,
 )
@@ -38,10 +41,15 @@ ALL_NAMESPACES = "*"
 MAX_CONFIGURATIONS = 64  # as the CRD allows
 MAX_NAME_LENGTH = 253
 
-_CONFIG_KEYS = {"eventType", "agentRef", "agentId", "prompt", "cooldown", "groupBy"}
+# The Go khook's keys, then khook's extensions.
+_CONFIG_KEYS = {"eventType", "agentRef", "agentId", "prompt"} | {
+    "cooldown",
+    "groupBy",
+    "minCount",
+    "for",
+    "followUps",
+}
 _SPEC_KEYS = {"eventConfigurations", "selector"}
-_SELECTOR_KEYS = {"namespaces", "exclude"}
-_EXCLUDE_KEYS = {"namespaces", "reasons"}
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 Compiler = Callable[[str], PromptTemplate]
@@ -101,13 +109,7 @@ class EventConfiguration:
     prompt: PromptTemplate
     cooldown: timedelta = DEFAULT_COOLDOWN
     group_by: GroupBy = GroupBy.OWNER
-
-
-@dataclass(frozen=True)
-class Selector:
-    namespaces: frozenset[str] = frozenset()
-    exclude_namespaces: frozenset[str] = frozenset()
-    exclude_reasons: frozenset[str] = frozenset()
+    incident: IncidentOptions = field(default_factory=IncidentOptions)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ class Hook:
     def event_types(self) -> list[str]:
         return [c.event_type for c in self.configurations]
 
+    def configuration(self, event_type: str) -> EventConfiguration | None:
+        return next((c for c in self.configurations if c.event_type == event_type), None)
+
 
 @dataclass(frozen=True)
 class ConfigDraft:
@@ -142,6 +147,7 @@ class ConfigDraft:
     prompt: str
     cooldown: timedelta = DEFAULT_COOLDOWN
     group_by: GroupBy = GroupBy.OWNER
+    incident: IncidentOptions = field(default_factory=IncidentOptions)
 
     @property
     def path(self) -> str:
@@ -178,7 +184,9 @@ class HookDraft:
             prompt = compile_checked(c.prompt, compiler, f"{c.path}.prompt", problems)
             if prompt is not None:
                 configs.append(
-                    EventConfiguration(c.event_type, c.agent, prompt, c.cooldown, c.group_by)
+                    EventConfiguration(
+                        c.event_type, c.agent, prompt, c.cooldown, c.group_by, c.incident
+                    )
                 )
         if problems:
             raise self.invalid(problems, Reason.INVALID_CONFIGURATION)
@@ -268,7 +276,7 @@ def read_hook(
         configs = _read_configurations(
             spec.get("eventConfigurations"), namespace, known_types, problems, prompts
         )
-        selector = _read_selector(spec.get("selector"), problems)
+        selector = read_selector(spec.get("selector"), problems)
     if problems:
         if compiler is not None:
             for where, source in prompts:
@@ -362,6 +370,7 @@ def _read_configurations(
             item.get("cooldown"), DEFAULT_COOLDOWN, f"{where}.cooldown", problems
         )
         group_by = read_choice(item.get("groupBy"), GroupBy, f"{where}.groupBy", problems)
+        incident = read_incident_options(item, where, problems)
         if len(problems) == before and agent and prompt and isinstance(event_type, str):
             agent_ns, agent_name, agent_field = agent
             configs.append(
@@ -373,6 +382,7 @@ def _read_configurations(
                     prompt,
                     cooldown,
                     GroupBy(group_by or GroupBy.OWNER),
+                    incident,
                 )
             )
     return configs
@@ -392,26 +402,3 @@ def _read_prompt(
         return None
     prompts.append((where, raw))
     return raw
-
-
-def _read_selector(raw: Any, problems: list[str]) -> Selector:
-    if raw is None:
-        return Selector()
-    if not isinstance(raw, Mapping):
-        problems.append("spec.selector must be a mapping")
-        return Selector()
-    problems += unknown_fields(raw, _SELECTOR_KEYS, "spec.selector")
-    exclude = raw.get("exclude") or {}
-    if not isinstance(exclude, Mapping):
-        problems.append("spec.selector.exclude must be a mapping")
-        exclude = {}
-    problems += unknown_fields(exclude, _EXCLUDE_KEYS, "spec.selector.exclude")
-    return Selector(
-        namespaces=read_names(raw.get("namespaces"), "spec.selector.namespaces", problems),
-        exclude_namespaces=read_names(
-            exclude.get("namespaces"), "spec.selector.exclude.namespaces", problems
-        ),
-        exclude_reasons=read_names(
-            exclude.get("reasons"), "spec.selector.exclude.reasons", problems
-        ),
-    )

@@ -1,4 +1,4 @@
-"""What happened to one CloudEvent: per Hook configuration, fired, duplicate or failed."""
+"""What happened to one CloudEvent: per incident it touched, what khook did about it."""
 
 from __future__ import annotations
 
@@ -12,18 +12,34 @@ from khook.core.hooks import EventConfiguration, Hook
 
 
 class Status(StrEnum):
-    FIRED = "fired"
-    DUPLICATE = "duplicate"
-    STALE = "stale"  # a re-report of an old signal; counted with the duplicates
+    FIRED = "fired"  # an agent session opened for the incident
+    FOLLOWUP = "followup"  # a follow-up went into the incident's open session
+    HELD = "held"  # counted in an incident below its threshold: no session (yet)
+    DUPLICATE = "duplicate"  # counted in an open incident: nothing new to tell
+    STALE = "stale"  # a re-report of a signal already old when observed
     IN_FLIGHT = "in-flight"  # another delivery is firing it: come back (counted as duplicate)
+    RESOLVED = "resolved"  # an open incident is over, and its session was told (a follow-up)
     FAILED = "failed"
+
+
+# When one incident saw several signals of one event, the state it is counted in.
+_PRECEDENCE = (
+    Status.FIRED,
+    Status.FOLLOWUP,
+    Status.RESOLVED,
+    Status.FAILED,
+    Status.HELD,
+    Status.DUPLICATE,
+    Status.IN_FLIGHT,
+    Status.STALE,
+)
 
 
 @dataclass(frozen=True)
 class FiringResult:
     hook: Hook
     config: EventConfiguration
-    detection: Detection
+    detection: Detection | None  # None for what an object's recovery or the quiet did
     key: DedupKey
     status: Status
     record: Record | None = None
@@ -34,6 +50,8 @@ class FiringResult:
     retry_after: float | None = None
     agent_called: bool = False
     render_failed: bool = False  # the Hook's prompt failed to render: the Hook's fault
+    overflow: bool = False  # over the Hook's session budget: it joined the overflow session
+    joined: str = ""  # the workload this sighting brought into the incident, if new
 
 
 @dataclass(frozen=True)
@@ -41,9 +59,16 @@ class Counts:
     fired: int = 0
     duplicate: int = 0
     failed: int = 0
+    held: int = 0
+    followup: int = 0
+    stale: int = 0
 
     def header(self) -> str:
-        return f"fired={self.fired} duplicate={self.duplicate} failed={self.failed}"
+        """``X-Khook-Outcome``: the first three fields as they always were, in their order."""
+        return (
+            f"fired={self.fired} duplicate={self.duplicate} failed={self.failed} "
+            f"held={self.held} followup={self.followup} stale={self.stale}"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,7 +77,6 @@ class Outcome:
     results: tuple[FiringResult, ...] = ()
     event: ClusterEvent | None = None
     ignored: str = ""  # why nothing was matched, when nothing was
-    resolved: tuple[tuple[Hook, Record], ...] = ()  # incidents this event showed to be over
     error: str = ""  # the event could not be judged, and a retry may fix that
 
     @property
@@ -69,13 +93,20 @@ class Outcome:
         return max(hints) if hints else None
 
     def counts(self) -> Counts:
-        """One state per Hook configuration: fired if any of its signals fired, else failed if
-        any failed, else duplicate."""
-        states: dict[tuple[str, str], set[Status]] = {}
+        """One state per incident the event touched (per Hook): the first of fired,
+        followup, failed, held, duplicate (in-flight counts as duplicate), stale that any of
+        its signals came to."""
+        states: dict[str, set[Status]] = {}
         for result in self.results:
-            states.setdefault((result.hook.key, result.config.event_type), set()).add(result.status)
+            states.setdefault(f"{result.hook.key}|{result.key.id}", set()).add(result.status)
+        tally = dict.fromkeys(_PRECEDENCE, 0)
+        for seen in states.values():
+            tally[next(s for s in _PRECEDENCE if s in seen)] += 1
         return Counts(
-            fired=sum(Status.FIRED in s for s in states.values()),
-            failed=sum(Status.FIRED not in s and Status.FAILED in s for s in states.values()),
-            duplicate=sum(not s & {Status.FIRED, Status.FAILED} for s in states.values()),
+            fired=tally[Status.FIRED],
+            duplicate=tally[Status.DUPLICATE] + tally[Status.IN_FLIGHT],
+            failed=tally[Status.FAILED],
+            held=tally[Status.HELD],
+            followup=tally[Status.FOLLOWUP] + tally[Status.RESOLVED],
+            stale=tally[Status.STALE],
         )

@@ -43,7 +43,11 @@ KHOOK_PLACEHOLDERS = (
     "EventTime",
     "EventMessage",
 )
-JINJA_NAMES = ("event", "object", "hook")
+# khook's own placeholders, beside the Go khook's: the incident the event belongs to.
+INCIDENT_PLACEHOLDERS = ("Cause", "Affected", "AffectedCount")
+PLACEHOLDERS = KHOOK_PLACEHOLDERS + INCIDENT_PLACEHOLDERS
+JINJA_NAMES = ("event", "object", "hook", "incident")
+INCIDENT_LIST_LIMIT = 20  # objects and workloads named in a prompt (the totals count on)
 _GO_PLACEHOLDER = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 _FORBIDDEN_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 KINDS = ("template", "limit", "memory", "deadline")
@@ -94,24 +98,22 @@ def compile_prompt(source: str) -> PromptTemplate:
         raise PromptError("prompt is empty")
     if len(source) > PROMPT_LIMIT:
         raise PromptError(f"prompt is {len(source)} characters; the limit is {PROMPT_LIMIT}")
-    unknown_go = sorted(
-        {m.group(1) for m in _GO_PLACEHOLDER.finditer(source)} - set(KHOOK_PLACEHOLDERS)
-    )
+    unknown_go = sorted({m.group(1) for m in _GO_PLACEHOLDER.finditer(source)} - set(PLACEHOLDERS))
     if unknown_go:
         raise PromptError(
             f"unknown placeholder(s) {', '.join('{{.' + n + '}}' for n in unknown_go)}; "
-            f"available: {', '.join('{{.' + n + '}}' for n in KHOOK_PLACEHOLDERS)}"
+            f"available: {', '.join('{{.' + n + '}}' for n in PLACEHOLDERS)}"
         )
     translated = _GO_PLACEHOLDER.sub(lambda m: "{{ " + m.group(1) + " }}", source)
     tree = _parse(translated)
     if any(True for _ in tree.find_all(_FORBIDDEN_NODES)):
         raise PromptError("prompts cannot include, import or extend other templates")
     try:
-        unknown = sorted(ENV.undeclared_names(tree) - set(KHOOK_PLACEHOLDERS + JINJA_NAMES))
+        unknown = sorted(ENV.undeclared_names(tree) - set(PLACEHOLDERS + JINJA_NAMES))
         if unknown:
             raise PromptError(
                 f"unknown placeholder(s) {', '.join(unknown)}; available: "
-                f"{', '.join(KHOOK_PLACEHOLDERS + JINJA_NAMES)}"
+                f"{', '.join(PLACEHOLDERS + JINJA_NAMES)}"
             )
         guard_tree(tree)
         compiled = ENV.from_string(tree)
@@ -168,6 +170,32 @@ class PromptFacts:
     container: str = ""
     api_version: str = ""
     action: str = ""
+    # The incident: one root cause, possibly many objects (bounded lists, and totals).
+    incident_group: str = ""
+    incident_cause: str = ""
+    incident_detail: str = ""
+    incident_state: str = ""
+    affected: tuple[str, ...] = ()
+    affected_total: int = 0
+    workloads: tuple[str, ...] = ()
+    workloads_total: int = 0
+
+    def incident(self) -> dict[str, Any]:
+        affected = [fence(a, NAME_LIMIT) for a in self.affected[:INCIDENT_LIST_LIMIT]]
+        workloads = [fence(w, NAME_LIMIT) for w in self.workloads[:INCIDENT_LIST_LIMIT]]
+        return {
+            "group": fence(self.incident_group, NAME_LIMIT),
+            "cause": fence(self.incident_cause or self.event_type, NAME_LIMIT),
+            "detail": fence(self.incident_detail, MESSAGE_LIMIT),
+            "state": fence(self.incident_state, NAME_LIMIT),
+            "affected": affected,
+            "affectedTotal": max(self.affected_total, len(affected)),
+            "workloads": workloads,
+            "workloadsTotal": max(self.workloads_total, len(workloads)),
+            "count": self.count,
+            "firstSeen": format_time(self.first_seen),
+            "lastSeen": format_time(self.last_seen),
+        }
 
     def event(self) -> dict[str, Any]:
         return {
@@ -190,6 +218,7 @@ class PromptFacts:
 
     def context(self, obj: Mapping[str, Any] | None) -> dict[str, Any]:
         event = self.event()
+        incident = self.incident()
         namespace, hook_name = self.hook.partition("/")[::2]
         return {
             "EventType": event["type"],
@@ -200,7 +229,11 @@ class PromptFacts:
             "EventMessage": event["message"],
             "Timestamp": event["timestamp"],
             "EventTime": event["timestamp"],
+            "Cause": incident["cause"],
+            "Affected": ", ".join(incident["affected"]),
+            "AffectedCount": incident["affectedTotal"],
             "event": event,
+            "incident": incident,
             "object": clean_object(obj) if obj is not None else {},
             "hook": {
                 "namespace": fence(namespace, NAME_LIMIT),
@@ -224,6 +257,21 @@ class PromptFacts:
             ("lastSeen", format_time(self.last_seen)),
             ("hook", clean(self.hook, NAME_LIMIT)),
         ]
+        if self.incident_group:
+            listed = [clean(a, NAME_LIMIT) for a in self.affected[:INCIDENT_LIST_LIMIT]]
+            rows += [
+                ("incident", clean(self.incident_group, NAME_LIMIT)),
+                ("cause", clean(self.incident_cause or self.event_type, NAME_LIMIT)),
+                ("causeDetail", clean(self.incident_detail, MESSAGE_LIMIT)),
+                ("affected", ", ".join(listed)),
+                ("affectedTotal", max(self.affected_total, len(listed))),
+            ]
+            if self.workloads_total > 1:
+                workloads = [clean(w, NAME_LIMIT) for w in self.workloads[:INCIDENT_LIST_LIMIT]]
+                rows += [
+                    ("workloads", ", ".join(workloads)),
+                    ("workloadsTotal", self.workloads_total),
+                ]
         lines = [f"{key}: {_json_string(value)}" for key, value in rows if value != ""]
         return "```yaml\n# khook event context\n" + "\n".join(lines) + "\n```"
 

@@ -54,6 +54,10 @@ class Signal:
     container: str = ""
     count: int = 1
     first_seen: datetime | None = None
+    # How many times the object has failed this way, as the cluster counts it (an Event's
+    # count, a container's restartCount); None where it does not say (a condition, whose
+    # first_seen says since when instead).
+    failures: int | None = None
 
 
 def extract_signals(event: ClusterEvent) -> list[Signal]:
@@ -100,6 +104,7 @@ def _event_signal(event: ClusterEvent) -> Signal:
         type=get_str(obj, "type"),
         count=count,
         first_seen=first,
+        failures=count,
     )
 
 
@@ -148,6 +153,7 @@ def _container_signals(pod_id: str, cs: Mapping[str, Any]) -> Iterator[Signal]:
             occurred_at=parse_time(last_finished) if reason == "CrashLoopBackOff" else None,
             kind="Pod",
             container=name,
+            failures=restarts if reason == "CrashLoopBackOff" else None,
         )
     for kind, path in (
         (SignalKind.CONTAINER_TERMINATED, ("state", "terminated")),
@@ -169,6 +175,7 @@ def _container_signals(pod_id: str, cs: Mapping[str, Any]) -> Iterator[Signal]:
             occurred_at=parse_time(finished),
             kind="Pod",
             container=name,
+            failures=max(1, restarts),
         )
 
 
@@ -213,6 +220,7 @@ def _condition_signals(source: Source, kind: str, obj_id: str, status: Any) -> I
             kind=kind,
             condition=ctype,
             status=cstatus,
+            first_seen=parse_time(changed),
         )
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from khook.core.dedup import Record, State
+from khook.core.incident import BUDGET_TYPE
 from khook.core.objects import format_time
 
 ACTIVE_EVENTS_LIMIT = 50
@@ -64,10 +65,13 @@ def ready_condition(
     }
 
 
+AFFECTED_LIMIT = 10  # objects named per incident in the status (the total counts on)
+
+
 def active_event(record: Record, now: datetime) -> dict[str, Any]:
     resource = record.resources[0] if record.resources else record.key.group
     entry: dict[str, Any] = {
-        "eventType": record.key.event_type,
+        "eventType": record.cause_type,
         "resourceName": resource.partition("/")[2] or resource,
         "resource": resource,
         "group": record.key.group,
@@ -76,18 +80,34 @@ def active_event(record: Record, now: datetime) -> dict[str, Any]:
         "lastSeen": format_time(record.last_seen),
         "status": record.state_at(now).value,
         "count": record.count,
+        "cause": record.detail or record.cause_type,
+        "affected": list(record.resources[-AFFECTED_LIMIT:]),
+        "affectedTotal": record.affected,
     }
+    if record.workloads_total > 1:
+        entry["workloads"] = list(record.workloads[-AFFECTED_LIMIT:])
+        entry["workloadsTotal"] = record.workloads_total
     if record.task_id:
         entry["taskId"] = record.task_id
     if record.context_id:
         entry["contextId"] = record.context_id
+    if record.followups:
+        entry["followUps"] = record.followups
     return entry
 
 
 def active_events(records: Iterable[Record], now: datetime) -> list[dict[str, Any]]:
-    """Confirmed incidents, the firing ones first, then the most recent."""
-    chosen = [r for r in records if r.confirmed]
-    chosen.sort(key=lambda r: (r.state_at(now) is not State.FIRING, -r.last_seen.timestamp()))
+    """Incidents with a session (the agent accepted it) and incidents held below their
+    threshold (the overflow session of the storm breaker among them); firing first, then
+    held, then the most recent. The storm breaker's per-minute budgets are not incidents."""
+    chosen = [
+        r
+        for r in records
+        if r.key.event_type != BUDGET_TYPE
+        and ((r.opened and r.confirmed) or (not r.opened and r.state_at(now) is State.HELD))
+    ]
+    order = {State.FIRING: 0, State.HELD: 1, State.RESOLVED: 2}
+    chosen.sort(key=lambda r: (order[r.state_at(now)], -r.last_seen.timestamp()))
     return [active_event(r, now) for r in chosen[:ACTIVE_EVENTS_LIMIT]]
 
 

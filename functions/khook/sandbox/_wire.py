@@ -116,4 +116,7 @@ def facts_from_wire(wire: Mapping[str, Any]) -> PromptFacts:
     values = {name: wire[name] for name in PromptFacts.__dataclass_fields__ if name in wire}
     for name in _TIMES:
         values[name] = datetime.fromisoformat(values[name])
+    for name in ("affected", "workloads"):
+        if name in values:
+            values[name] = tuple(str(item) for item in values[name])
     return PromptFacts(**values)

@@ -6,9 +6,10 @@ joins the two into claim, release and confirm. Every store reports its ``health(
 it can work, and the damage it found and repaired lately.
 """
 
-from khook.stores._base import KEEP, Claim, Deduplicator, RecordStore, StoreError
+from khook.stores._base import KEEP, Change, Keep, RecordStore, StoreError
 from khook.stores._cache import CachedRecords
 from khook.stores._configmap import ConfigMapRecords
+from khook.stores._dedup import Claim, Deduplicator
 from khook.stores._health import StoreHealth
 from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
@@ -18,9 +19,11 @@ from khook.stores._tinydb import TinyDBRecords
 __all__ = [
     "KEEP",
     "CachedRecords",
+    "Change",
     "Claim",
     "ConfigMapRecords",
     "Deduplicator",
+    "Keep",
     "LeaseRecords",
     "MemoryRecords",
     "RecordStore",

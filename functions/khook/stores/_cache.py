@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from khook.clock import Clock
-from khook.core.dedup import DedupKey, Record, merge
+from khook.core.dedup import DedupKey, Record
+from khook.core.settle import merge
 from khook.logs import log
 from khook.stores._base import KEEP, Change, RecordStore, StoreError, _Keep
 from khook.stores._health import StoreHealth
@@ -52,7 +53,7 @@ class CachedRecords:
                 result = change(entry.record)
                 if isinstance(result, _Keep):
                     return
-                if isinstance(result, Record) and result.holder == entry.record.holder:
+                if isinstance(result, Record) and _local(entry.record, result):
                     entry.record = result
                     self._ticker.ensure_started()
                     return
@@ -132,3 +133,15 @@ class CachedRecords:
         self._ticker.close()
         self.sync()
         self.inner.close()
+
+
+def _local(before: Record, after: Record) -> bool:
+    """Whether a change only counts (decided here, written back lazily): the same claim, the
+    same state, no follow-up being claimed or confirmed. Anything else is decided by the
+    store, so that only one replica opens, follows up or resolves."""
+    return (
+        after.holder == before.holder
+        and after.state is before.state
+        and after.followup_holder == before.followup_holder
+        and after.reported == before.reported
+    )

@@ -141,8 +141,10 @@ class LeaseRecords:
             "spec": {
                 "holderIdentity": self._identity,
                 "leaseDurationSeconds": max(1, math.ceil(record.window.total_seconds())),
+                # The incident's session opened at acquireTime; every sighting renews it: the
+                # Lease runs out leaseDurationSeconds (the cooldown) after the last one.
                 "acquireTime": micro_time(record.fired_at),
-                "renewTime": micro_time(record.fired_at),
+                "renewTime": micro_time(record.last_seen),
                 "leaseTransitions": transitions,
             },
         }
@@ -155,9 +157,9 @@ class LeaseRecords:
         if _A + "key" not in notes:
             return None  # not one of ours
         try:
-            fired = _time(spec.get("renewTime")) or _time(spec.get("acquireTime"))
+            fired = _time(spec.get("acquireTime")) or _time(spec.get("renewTime"))
             if fired is None:
-                raise ValueError("it has no renewTime")
+                raise ValueError("it has no acquireTime")
             return record_from(notes, fired, spec.get("leaseDurationSeconds"))
         except ValueError as exc:
             self._damaged(lease, str(exc))
@@ -239,6 +241,7 @@ def record_annotations(record: Record) -> dict[str, str]:
         _A + "claim": record.holder,
         _A + "occurrences": json.dumps(list(record.occurrences)),
         _A + "resources": json.dumps(list(record.resources)),
+        _A + "incident": json.dumps(record.incident_json(), separators=(",", ":")),
     }
 
 
@@ -267,6 +270,7 @@ def record_from(notes: dict[str, Any], fired_at: datetime, window_seconds: Any) 
             "resources": listed("resources"),
             "taskId": notes.get(_A + "task-id", ""),
             "contextId": notes.get(_A + "context-id", ""),
+            "incident": listed("incident") if _A + "incident" in notes else {},
         }
     )
 

@@ -14,7 +14,8 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from khook.core.dedup import MAX_STORED_WINDOW, Record
+from khook.core.dedup import Record
+from khook.core.stored import MAX_STORED_WINDOW
 from khook.stores._base import StoreError
 from khook.stores._files import Damaged
 
@@ -175,17 +176,15 @@ def _due(key_id: str, raw: Any, now: datetime, retention: timedelta) -> bool | N
     try:
         if raw["key"] != key_id:
             return None
-        fired = datetime.fromisoformat(raw["firedAt"])
         last = datetime.fromisoformat(raw["lastSeen"])
         window = raw["windowSeconds"]
         if (
-            fired.tzinfo is None
-            or last.tzinfo is None
+            last.tzinfo is None
             or type(window) not in (int, float)
             or not 0 <= window <= MAX_STORED_WINDOW.total_seconds()
         ):
             return None
-        return bool(now > max(fired + timedelta(seconds=window), last) + retention)
+        return bool(now > last + timedelta(seconds=window) + retention)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
 

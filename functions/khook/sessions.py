@@ -1,0 +1,364 @@
+"""Agent sessions for incidents: the first message opens one, follow-ups keep it informed.
+
+For the sightings of one incident (cause first), the Deduplicator decides; this module acts on
+the decision: render the Hook's prompt and open the session, or tell the open session what
+changed (khook writes follow-ups itself: cluster text in them is fenced like in a prompt), and
+confirm or release the claim by the agent's answer. A Hook never opens more than
+``max_sessions_per_minute`` sessions: beyond that, new incidents join one overflow session.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from khook.agent import AgentClient, AgentError, AgentRequest, AgentResult, is_terminal
+from khook.clock import Clock
+from khook.core.correlate import Explained, Incident
+from khook.core.dedup import DedupKey, Policy, Record, Sighting, Verdict
+from khook.core.events import ClusterEvent
+from khook.core.hook_fields import FollowUps
+from khook.core.hooks import EventConfiguration, Hook
+from khook.core.incident import BUDGET_TYPE, OVERFLOW_TYPE
+from khook.core.messages import (
+    followup_message_id,
+    followup_text,
+    message_id,
+    metadata,
+    prompt_facts,
+    resolution_text,
+)
+from khook.core.outcome import FiringResult, Status
+from khook.core.prompt import PromptError
+from khook.core.text import NAME_LIMIT, clean
+from khook.logs import log
+from khook.sandbox import Renderer, SandboxError
+from khook.stores import Claim, Deduplicator, StoreError
+
+logger = logging.getLogger("khook.sessions")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The storm breaker: sessions one Hook may open per minute; 0 turns it off."""
+
+    sessions_per_minute: int = 10
+    overflow_window: timedelta = timedelta(minutes=10)
+
+
+class Sessions:
+    def __init__(
+        self,
+        *,
+        dedup: Deduplicator,
+        agent: AgentClient,
+        renderer: Renderer,
+        clock: Clock,
+        budget: Budget | None = None,
+    ) -> None:
+        self.dedup = dedup
+        self.agent = agent
+        self.renderer = renderer
+        self.clock = clock
+        self.budget = budget or Budget()
+
+    def handle(
+        self, event: ClusterEvent, hook: Hook, items: Sequence[Incident | Explained]
+    ) -> list[FiringResult]:
+        """The sightings of one incident of one Hook, the cause first."""
+        results: list[FiringResult] = []
+        for item in items:
+            if isinstance(item, Explained):
+                results.append(
+                    FiringResult(
+                        hook, item.config, item.detection, item.key, Status.HELD, reason=item.reason
+                    )
+                )
+                continue
+            result = self._sighting(event, hook, item)
+            results.append(result)
+            if result.status in (Status.FIRED, Status.FAILED, Status.IN_FLIGHT):
+                break  # claimed (or not claimable now): its other signals add nothing new
+        return results
+
+    def _sighting(self, event: ClusterEvent, hook: Hook, item: Incident) -> FiringResult:
+        try:
+            claim = self.dedup.claim(item.key, item.sighting, item.policy)
+        except StoreError as exc:
+            return _results(hook, item)(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
+        result = _results(hook, item, joined=_joined(claim))
+        verdict, record = claim.verdict, claim.record or claim.previous
+        reason = claim.decision.reason
+        if verdict is Verdict.IN_FLIGHT:
+            # Usually done within a second; a holder that died is taken over after the claim
+            # timeout, so a sender that keeps retrying gets its incident fired either way.
+            return result(Status.IN_FLIGHT, reason=reason, retryable=True, retry_after=1.0)
+        if verdict is Verdict.STALE:
+            return result(Status.STALE, reason=reason)
+        if verdict is Verdict.HELD:
+            return result(Status.HELD, record=record, reason=reason)
+        if verdict is Verdict.FOLLOWUP and claim.record is not None:
+            return self._follow_up(hook, item, claim, claim.record)
+        if verdict is not Verdict.FIRE or claim.record is None:
+            return result(Status.DUPLICATE, record=record, reason=reason)
+        if not self._within_budget(hook):
+            return self._overflow(hook, item, claim)
+        return self._open(event, hook, item, claim)
+
+    def _open(self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
+        result = _results(hook, item)
+        record = claim.record
+        assert record is not None
+        # Under its cause: the configuration of the highest type seen in it so far.
+        config = hook.configuration(record.cause_type) or item.config
+        item = replace(item, config=config)
+        facts = prompt_facts(event, hook, item, record)
+        try:
+            prompt = self.renderer.render(config.prompt, facts, event.object)
+        except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
+            self._release(claim)
+            return result(Status.FAILED, reason=str(exc), record=record, render_failed=True)
+        except SandboxError as exc:  # khook's: no render process free in time; retry later
+            self._release(claim)
+            return result(Status.FAILED, reason=str(exc), record=record, retryable=True)
+        request = AgentRequest(
+            agent=item.config.agent,
+            prompt=prompt,
+            # Derived from the incident and its first sighting: the same for every retry of
+            # this firing, and for a takeover of a claim whose holder died mid-call.
+            message_id=message_id(item.key, record),
+            metadata=metadata(hook, item, event),
+            hook_namespace=hook.namespace,
+            hook_name=hook.name,
+        )
+        try:
+            answer = self.agent.send(request)
+        except AgentError as exc:
+            self._release(claim)
+            return result(
+                Status.FAILED,
+                record=record,
+                reason=str(exc),
+                retryable=exc.retryable,
+                retry_after=exc.retry_after,
+                agent_called=True,
+            )
+        stored = self._confirm(claim, answer) or record
+        return result(
+            Status.FIRED,
+            record=stored,
+            reason=claim.decision.reason,
+            task_id=answer.task_id,
+            context_id=answer.context_id,
+        )
+
+    def _follow_up(self, hook: Hook, item: Incident, claim: Claim, record: Record) -> FiringResult:
+        result = _results(hook, item)
+        text = followup_text(record, claim.decision.changes)
+        try:
+            answer = self._tell(hook, item.config, record, text)
+        except AgentError as exc:
+            self._release(claim)
+            # The incident's session is open; a follow-up that fails is tried again with the
+            # next change: nothing here is the sender's to retry.
+            log(logger, logging.WARNING, "follow-up failed", key=item.key.id, error=str(exc))
+            return result(Status.DUPLICATE, record=record, reason=f"follow-up failed: {exc}")
+        stored = self._confirm(claim, answer) or record
+        return result(
+            Status.FOLLOWUP,
+            record=stored,
+            reason=claim.decision.reason,
+            task_id=answer.task_id,
+            context_id=answer.context_id,
+        )
+
+    def tell_resolved(self, hook: Hook, record: Record, why: str) -> AgentResult | None:
+        """An open incident is over: its session is told, whatever the follow-up limit.
+        None when there is no session to tell, or the agent could not be told."""
+        config = hook.configuration(record.key.event_type) or (
+            hook.configurations[0] if hook.configurations else None
+        )
+        if config is None or not record.opened or not record.context_id:
+            return None
+        if config.incident.followups is FollowUps.NONE:
+            return None
+        text = resolution_text(record, why)
+        try:
+            return self._tell(hook, config, record, text, resolved=True)
+        except AgentError as exc:
+            log(logger, logging.WARNING, "resolution not told", key=record.key.id, error=str(exc))
+            return None
+
+    def _tell(
+        self,
+        hook: Hook,
+        config: EventConfiguration,
+        record: Record,
+        text: str,
+        *,
+        resolved: bool = False,
+    ) -> AgentResult:
+        number = record.followups + (1 if resolved else 0)
+        request = AgentRequest(
+            agent=config.agent,
+            prompt=text,
+            message_id=followup_message_id(record, number),
+            metadata={
+                "khook.dev/hook": hook.key,
+                "khook.dev/eventType": record.cause_type,
+                "khook.dev/incident": record.key.digest,
+                "khook.dev/followup": "resolved" if resolved else str(number),
+            },
+            hook_namespace=hook.namespace,
+            hook_name=hook.name,
+            context_id=record.context_id,
+            task_id="" if is_terminal(record.task_state) else record.task_id,
+            followup=True,
+        )
+        return self.agent.send(request)
+
+    # ---- the storm breaker -------------------------------------------------------------
+
+    def _within_budget(self, hook: Hook) -> bool:
+        limit = self.budget.sessions_per_minute
+        if limit <= 0:
+            return True
+        minute = int(self.clock.now().timestamp() // 60)
+        key = DedupKey(hook.key, BUDGET_TYPE, "", f"Minute/{minute}")
+        sighting = Sighting(
+            occurrence=uuid.uuid4().hex,
+            occurred_at=None,
+            observed_at=self.clock.now(),
+            resource=f"Minute/{minute}",
+            holdable=False,
+        )
+        try:
+            record = self.dedup.count(key, sighting, timedelta(minutes=2))
+        except StoreError:
+            return True  # the breaker fails open: better a session than a lost incident
+        return record is None or record.count <= limit
+
+    def _overflow(self, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
+        """Over the Hook's session budget: the incident joins the Hook's overflow session
+        (opened by the first such incident, told of the next ones)."""
+        result = _results(hook, item)
+        key = DedupKey(hook.key, OVERFLOW_TYPE, "", "Overflow")
+        joining = Sighting(
+            occurrence=item.key.id,
+            occurred_at=None,
+            observed_at=self.clock.now(),
+            resource=item.key.group,
+            event_type=item.key.event_type,
+            workload=f"{item.key.namespace or '(cluster)'}/{item.key.group}",
+            holdable=False,
+        )
+        policy = Policy(window=self.budget.overflow_window, followup_every=timedelta(minutes=1))
+        try:
+            overflow = self.dedup.claim(key, joining, policy)
+        except StoreError as exc:
+            self._release(claim)
+            return result(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
+        shared = overflow.record or overflow.previous
+        answer: AgentResult | None = None
+        try:
+            if overflow.verdict is Verdict.FIRE and overflow.record is not None:
+                answer = self._tell_overflow(hook, item.config, overflow.record, opening=True)
+            elif overflow.verdict is Verdict.FOLLOWUP and overflow.record is not None:
+                answer = self._tell_overflow(hook, item.config, overflow.record, opening=False)
+        except AgentError as exc:
+            self._release(overflow)
+            self._release(claim)
+            return result(
+                Status.FAILED, reason=str(exc), retryable=exc.retryable, agent_called=True
+            )
+        if answer is not None:
+            self._confirm(overflow, answer)
+        context = answer.context_id if answer else (shared.context_id if shared else "")
+        task = answer.task_id if answer else (shared.task_id if shared else "")
+        overflowed = AgentResult(task, context, "overflow", "overflow")
+        stored = self._confirm(claim, overflowed) or claim.record
+        log(
+            logger,
+            logging.WARNING,
+            "storm breaker: incident joined the overflow session",
+            hook=hook.key,
+            key=item.key.id,
+        )
+        status = {Verdict.FIRE: Status.FIRED, Verdict.FOLLOWUP: Status.FOLLOWUP}.get(
+            overflow.verdict, Status.DUPLICATE
+        )
+        return result(
+            status,
+            record=stored,
+            reason=f"over {self.budget.sessions_per_minute} sessions a minute: joined the "
+            "overflow session",
+            overflow=True,
+            context_id=context,
+        )
+
+    def _tell_overflow(
+        self, hook: Hook, config: EventConfiguration, record: Record, *, opening: bool
+    ) -> AgentResult:
+        names = ", ".join(clean(w, NAME_LIMIT) for w in record.workloads[-20:])
+        text = (
+            f"The Hook {hook.key} opened more than {self.budget.sessions_per_minute} incidents "
+            f"in a minute; khook keeps the rest in this one conversation. "
+            f"{record.workloads_total} more incident(s) so far: {names}."
+        )
+        if opening:
+            request = AgentRequest(
+                agent=config.agent,
+                prompt=text,
+                message_id=message_id(record.key, record),
+                metadata={"khook.dev/hook": hook.key, "khook.dev/overflow": "true"},
+                hook_namespace=hook.namespace,
+                hook_name=hook.name,
+            )
+            return self.agent.send(request)
+        return self._tell(hook, config, record, text)
+
+    # ---- claims ----------------------------------------------------------------------------
+
+    def _confirm(self, claim: Claim, answer: AgentResult) -> Record | None:
+        try:
+            return self.dedup.confirm(claim, answer.task_id, answer.context_id, answer.state)
+        except StoreError as exc:
+            log(logger, logging.WARNING, "could not record the agent's answer", error=str(exc))
+            return None
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            self.dedup.release(claim)
+        except StoreError as exc:
+            # The claim stays: it is taken over once the claim timeout has passed.
+            log(
+                logger,
+                logging.ERROR,
+                "could not release a failed claim",
+                key=claim.key.id,
+                error=str(exc),
+            )
+
+
+def _results(hook: Hook, item: Incident, joined: str = "") -> Callable[..., FiringResult]:
+    """A FiringResult for this sighting of this incident, from a status and its details."""
+
+    def result(status: Status, **details: Any) -> FiringResult:
+        details.setdefault("joined", joined)
+        return FiringResult(hook, item.config, item.detection, item.key, status, **details)
+
+    return result
+
+
+def _joined(claim: Claim) -> str:
+    """The workload this claim's sighting brought into an incident that had begun before."""
+    before, after = claim.previous, claim.record
+    if before is None or after is None or not after.workloads:
+        return ""
+    if after.workloads_total <= before.workloads_total:
+        return ""
+    return after.workloads[-1] if before.workloads_total else ""

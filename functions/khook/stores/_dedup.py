@@ -1,0 +1,252 @@
+"""The Deduplicator: the core's incident decisions, made atomically in a store.
+
+Claim before the agent call, release if it fails, confirm when it succeeds; the same for a
+follow-up; resolve an incident when its object shows healthy, expire it when it went quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from khook.clock import Clock
+from khook.core.dedup import (
+    Decision,
+    DedupKey,
+    Policy,
+    Record,
+    Sighting,
+    Verdict,
+    decide,
+    resolve,
+)
+from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
+from khook.logs import log
+from khook.stores._base import KEEP, Keep, RecordStore, StoreError
+from khook.stores._health import StoreHealth
+
+logger = logging.getLogger("khook.dedup")
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: DedupKey
+    decision: Decision
+    previous: Record | None
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.decision.verdict
+
+    @property
+    def record(self) -> Record | None:
+        return self.decision.record
+
+
+class Deduplicator:
+    """Incident decisions through a store. Pruning runs in the background."""
+
+    PRUNE_EVERY_SECONDS = 60.0
+    KNOWN_LIVE_LIMIT = 10_000
+
+    def __init__(
+        self,
+        store: RecordStore,
+        clock: Clock,
+        max_signal_age: timedelta,
+        claim_timeout: timedelta | None = None,
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._max_signal_age = max_signal_age
+        self.claim_timeout = claim_timeout
+        self._last_prune = clock.monotonic()
+        self._pruning = threading.Lock()
+        # Incidents known to be live (held or open), so a healthy object costs a store call
+        # only for the incidents it may be in: fed by this replica's decisions and by
+        # ``refresh``, which lists what every replica stored.
+        self._live: OrderedDict[str, datetime] = OrderedDict()
+        self._live_lock = threading.Lock()
+
+    def claim(
+        self,
+        key: DedupKey,
+        sighting: Sighting,
+        policy: Policy | timedelta,
+        *,
+        settled: bool = False,
+    ) -> Claim:
+        """Decide a sighting in the store. A bare window is an incident with that cooldown
+        that opens at its first sighting and is told nothing after (no hold, no follow-up).
+        ``settled``: a new record is stored confirmed (nothing is called for it)."""
+        token = uuid.uuid4().hex
+        outcome: list[Claim] = []
+        if isinstance(policy, timedelta):
+            policy = Policy(window=policy, followups=False)
+        if policy.claim_timeout is None and self.claim_timeout is not None:
+            policy = _with_timeout(policy, self.claim_timeout)
+
+        def change(current: Record | None) -> Record | Keep | None:
+            decision = decide(
+                current,
+                key,
+                sighting,
+                now=self._clock.now(),
+                policy=policy,
+                max_signal_age=self._max_signal_age,
+                token=token,
+            )
+            if settled and decision.verdict is Verdict.FIRE and decision.record is not None:
+                decision = replace(decision, record=confirm(None, decision.record, "", ""))
+            outcome[:] = [Claim(key, decision, current)]
+            return KEEP if decision.record is None else decision.record
+
+        self.store.update(key, change, expect_absent=True)
+        self._maybe_prune()
+        claim = outcome[0]
+        known = claim.record or claim.previous
+        if known is not None and known.live(self._clock.now()):
+            self._remember(key.id, known.expires_at)
+        return claim
+
+    def release(self, claim: Claim) -> None:
+        """The agent call of this claim failed: undo what the claim stored."""
+        claimed = claim.record
+        if claimed is None:
+            return
+        if claim.verdict is Verdict.FIRE:
+
+            def undo(current: Record | None) -> Record | Keep | None:
+                return claim.previous if owns(current, claimed) else KEEP
+
+        elif claim.verdict is Verdict.FOLLOWUP:
+            before = claim.previous.followed_at if claim.previous else None
+
+            def undo(current: Record | None) -> Record | Keep | None:
+                if current is None:
+                    return KEEP
+                return unfollowed(current, claimed.followup_holder, before) or KEEP
+
+        else:
+            return
+        self.store.update(claim.key, undo)
+
+    def count(self, key: DedupKey, sighting: Sighting, window: timedelta) -> Record | None:
+        """A counter, not a session: the sighting is counted under ``key``, and a new record
+        is settled (confirmed) in the same write, so it costs one store write and is never
+        "in flight". The record as it now stands (None if there is none)."""
+        claim = self.claim(key, sighting, window, settled=True)
+        return claim.record or claim.previous
+
+    def confirm(
+        self, claim: Claim, task_id: str, context_id: str, task_state: str = ""
+    ) -> Record | None:
+        """The agent accepted the claim's message (a session's first, or a follow-up)."""
+        claimed = claim.record
+        if claimed is None or claim.verdict not in (Verdict.FIRE, Verdict.FOLLOWUP):
+            return None
+        stored: list[Record] = []
+
+        def change(current: Record | None) -> Record | Keep | None:
+            if claim.verdict is Verdict.FOLLOWUP:
+                if current is None:
+                    return KEEP
+                updated = followed_up(
+                    current, claimed.followup_holder, task_id, context_id, task_state
+                )
+                if updated is None:
+                    return KEEP
+            else:
+                if current is not None and not owns(current, claimed):
+                    return KEEP
+                updated = confirm(current, claimed, task_id, context_id, task_state)
+            stored[:] = [updated]
+            return updated
+
+        self.store.update(claim.key, change)
+        return stored[0] if stored else None
+
+    def resolve(self, key: DedupKey, resource: str) -> Decision | None:
+        """``resource`` is healthy again: it leaves the incident under ``key``, if it is one
+        this process knows to be live."""
+        now = self._clock.now()
+        with self._live_lock:
+            until = self._live.get(key.id)
+        if until is None or until <= now:
+            return None
+        done: list[Decision] = []
+
+        def change(current: Record | None) -> Record | Keep | None:
+            decision = resolve(current, resource, self._clock.now())
+            done[:] = [decision] if decision else []
+            return decision.record if decision and decision.record else KEEP
+
+        self.store.update(key, change)
+        if done and done[0].verdict in (Verdict.RESOLVED, Verdict.HEALED):
+            self._forget(key.id)
+        return done[0] if done else None
+
+    def expire(self, key: DedupKey) -> Record | None:
+        """Mark an incident that went quiet resolved; the record when this call did it (the
+        caller announces it), None when it was not due or another replica did."""
+        done: list[Record] = []
+
+        def change(current: Record | None) -> Record | Keep | None:
+            updated = expire(current, self._clock.now())
+            done[:] = [updated] if updated is not None else []
+            return updated if updated is not None else KEEP
+
+        self.store.update(key, change)
+        if done:
+            self._forget(key.id)
+        return done[0] if done else None
+
+    def learn(self, records: list[Record]) -> None:
+        """Records listed from the store (every replica's): the live ones are known here."""
+        now = self._clock.now()
+        for record in records:
+            if record.live(now) and record.state_at(now).value != "resolved":
+                self._remember(record.key.id, record.expires_at)
+
+    def _remember(self, key_id: str, until: datetime) -> None:
+        with self._live_lock:
+            self._live[key_id] = until
+            self._live.move_to_end(key_id)
+            while len(self._live) > self.KNOWN_LIVE_LIMIT:
+                self._live.popitem(last=False)
+
+    def _forget(self, key_id: str) -> None:
+        with self._live_lock:
+            self._live.pop(key_id, None)
+
+    def _maybe_prune(self) -> None:
+        now = self._clock.monotonic()
+        if now - self._last_prune < self.PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = now
+        if self._pruning.acquire(blocking=False):
+            threading.Thread(target=self._prune, name="khook-prune", daemon=True).start()
+
+    def _prune(self) -> None:
+        try:
+            gone = self.store.prune(self._max_signal_age)
+            if gone:
+                log(logger, logging.INFO, "pruned dedup records", count=gone)
+        except StoreError as exc:
+            log(logger, logging.WARNING, "could not prune dedup records", error=str(exc))
+        finally:
+            self._pruning.release()
+
+    def health(self) -> StoreHealth:
+        return self.store.health()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _with_timeout(policy: Policy, timeout: timedelta) -> Policy:
+    return replace(policy, claim_timeout=timeout)
