@@ -21,11 +21,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from khook import metrics
 from khook.agent import DryRunClient
 from khook.clock import SystemClock
 from khook.core.classify import classify
 from khook.core.dedup import DedupKey, Observation, Record
 from khook.core.events import Action, ClusterEvent, decode_object
+from khook.core.outcome import Outcome
+from khook.core.reasons import Code, Reason
 from khook.files import builtin_rules
 from khook.runtime import build_pipeline
 from khook.settings import Settings
@@ -72,6 +75,19 @@ def bench_pipeline(dedup: str, now: datetime) -> None:
     duplicate = oom_event("web-1", "web-7d4b9c8f5", now)
     pipeline.process_event(duplicate)
     timeit(f"pipeline, duplicate ({store})", lambda _: pipeline.process_event(duplicate), 300)
+
+
+def bench_metrics() -> None:
+    """What metrics add to an event no Hook wants: the pipeline's two increments and the HTTP
+    entry's two (in memory: one worker; PROMETHEUS_MULTIPROC_DIR set: files)."""
+    ignored = Outcome(ignored=Reason(Code.NO_RULE, "no classification rule matched"))
+
+    def count(_: int) -> None:
+        metrics.event_processed(ignored)
+        metrics.answered(202, "no-rule; no classification rule matched")
+        metrics.body_size(1500)
+
+    timeit("metrics of an event not of interest", count, 20000)
 
 
 LIVE_INCIDENTS = 10_000
@@ -209,6 +225,10 @@ def main() -> None:
             headers, body = binary(apiserver_event(sample_object("ignored-started-event")))
             fn.post(headers, body)
             timeit("HTTP round trip, event not of interest", lambda _: fn.post(headers, body), 500)
+            # What a scrape costs khook's event loop (a round trip's time on loopback is
+            # mostly delayed ACKs: an answer with a body is two writes).
+            timeit("GET /metrics: formatting the scrape", lambda _: metrics.scrape(), 500)
+        bench_metrics()
         bench_stores(Path(tmp))
     print(f"(python {Path(__file__).name}; machine-dependent numbers, compare runs on one host)")
 

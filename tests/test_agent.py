@@ -112,6 +112,7 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(
     with pytest.raises(AgentError) as err:
         client(agent, clock, timeout=30.0).send(REQUEST)
     assert err.value.retryable and err.value.retry_after == 120.0
+    assert (err.value.kind, err.value.status) == ("http", 429)
     assert clock.sleeps == [] and len(agent.posts()) == 1
 
 
@@ -119,7 +120,7 @@ def test_attempts_are_bounded(agent: A2AAgentServer, clock: FakeClock) -> None:
     agent.fail_next(*[Fault(500)] * 5)
     with pytest.raises(AgentError) as err:
         client(agent, clock, attempts=3).send(REQUEST)
-    assert err.value.retryable
+    assert err.value.retryable and (err.value.kind, err.value.status) == ("http", 500)
     assert len(agent.posts()) == 3
 
 
@@ -130,7 +131,7 @@ def test_client_errors_are_not_retried(
     agent.fail_next(Fault(status))
     with pytest.raises(AgentError) as err:
         client(agent, clock).send(REQUEST)
-    assert not err.value.retryable
+    assert not err.value.retryable and (err.value.kind, err.value.status) == ("http", status)
     assert len(agent.posts()) == 1
 
 
@@ -150,6 +151,7 @@ def test_connection_refused_is_retryable(clock: FakeClock) -> None:
     with pytest.raises(AgentError) as err:
         c.send(REQUEST)
     assert err.value.retryable and "cannot reach" in str(err.value)
+    assert err.value.kind == "connection"
     assert f"http://127.0.0.1:{port}/api/a2a/kagent/k8s-agent/" in str(err.value)
     assert len(clock.sleeps) == 1
 
@@ -161,6 +163,7 @@ def test_a_slow_agent_times_out_within_the_deadline(
     with pytest.raises(AgentError) as err:
         client(agent, clock, timeout=0.3, attempts=1).send(REQUEST)
     assert err.value.retryable and "timed out" in str(err.value)
+    assert err.value.kind == "timeout"
 
 
 def test_token_is_sent_but_never_logged(
@@ -317,6 +320,7 @@ def test_an_agent_name_that_is_not_a_dns_label_is_never_called(
         with pytest.raises(AgentError) as err:
             c.send(bad)
         assert not err.value.retryable and "DNS-1123" in str(err.value)
+        assert err.value.kind == "refused"
     with pytest.raises(AgentError):
         DryRunClient(out=io.StringIO()).send(bad)
     assert agent.raw == [], "not one request left khook"
@@ -466,6 +470,7 @@ def test_a_failed_trial_reopens_for_the_full_pause(clock: FakeClock) -> None:
         breaker.send(REQUEST)
     assert inner.calls == 4, "paused again: the agent was not called"
     assert err.value.retry_after == pytest.approx(1.0)
+    assert err.value.kind == "circuit-open"
     clock.advance(1)
     inner.default = "ok"
     breaker.send(REQUEST)  # the next trial succeeds

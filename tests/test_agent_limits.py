@@ -303,6 +303,8 @@ def test_fault_matrix(
     assert says in str(err) and f"POST {agent.url}{ENDPOINT}" in str(err)
     assert "\n" not in str(err) and len(str(err)) < 600, "one bounded line"
     assert took < BOUND
+    kind = "http" if "HTTP " in says else "jsonrpc" if "JSON-RPC error" in says else "answer"
+    assert err.kind == kind, "a bounded label for metrics and answers"
     # And what retrying means: a retryable fault is retried (the next answer is good), the
     # others are not.
     agent.fail_next(replace(fault))
@@ -327,6 +329,7 @@ def test_fault_matrix_dropped_mid_answer(clock: FakeClock) -> None:
     with HostileAgent("hang-up") as hostile:
         err, took = failure(lambda: client(hostile.url, clock, attempts=1).send(REQUEST))
     assert err.retryable and err.retry_after is None and "connection failed" in str(err)
+    assert err.kind == "connection"
     assert f"POST {hostile.url}{ENDPOINT}" in str(err) and took < BOUND
 
 
@@ -339,6 +342,7 @@ def test_fault_matrix_task_states(
     err, _ = failure(lambda: client(agent.url, clock, version=version).send(REQUEST))
     assert not err.retryable and err.retry_after is None
     assert f"agent {state} the task" in str(err) and f"{agent.url}{ENDPOINT}" in str(err)
+    assert err.kind == "task-failed"
     assert len(agent.posts()) == 1, "not retried"
 
 

@@ -29,7 +29,7 @@ def types_of(obj: dict[str, Any], table: Any = TABLE) -> list[str]:
     return event_types(classify(event, table))
 
 
-# The Go khook's classification of Event reasons (REFERENCE section 6), reproduced.
+# The Go khook's classification of Event reasons (its mapping of kubelet reasons), reproduced.
 KHOOK_PAIRS = [
     (
         "OOMKilling",

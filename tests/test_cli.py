@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from khook.cli import main
 from tests.support.agent import A2AAgentServer
-from tests.support.events import HOOKS, ROOT, SAMPLES
-
-KHOOK = str(Path(sys.executable).with_name("khook"))
+from tests.support.events import HOOKS, SAMPLES
+from tests.support.process import KHOOK, Served, clean_env, functions_framework
+from tests.support.process import khook_serve as served_khook
 
 
 def test_help_everywhere(capsys: pytest.CaptureFixture[str]) -> None:
@@ -104,63 +96,47 @@ def test_render_an_event_nobody_wants(capsys: pytest.CaptureFixture[str]) -> Non
         ["render", "--hook", str(HOOKS), "--event", str(SAMPLES / "ignored-started-event.json")]
     )
     assert code == 0
-    assert "event type: none" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "event type: none" in out
+    assert "reason: no-rule; Event default/web-7d4b9c8f5-x2x9z." in out
+    assert "Normal 'Started' about Pod default/web-7d4b9c8f5-x2x9z" in out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Served:
-    url: str
-    process: subprocess.Popen[str]
-
-
-@contextmanager
-def serving(
-    argv: list[str], port: int, env: dict[str, str] | None = None, cwd: Path = ROOT
-) -> Iterator[Served]:
-    """Run a server process until it answers /readyz; stop it afterwards."""
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def test_render_explain_says_why_each_hook_acts_or_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "hooks" / "broken.yaml"
+    broken.parent.mkdir()
+    broken.write_text(
+        "apiVersion: kagent.dev/v1alpha2\nkind: Hook\nmetadata: {name: broken, namespace: x}\n"
+        "spec:\n  eventConfigurations:\n    - {eventType: oom-kill, prompt: 'x'}\n"
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]} did not start: {proc.communicate()[1]}")
-            time.sleep(0.1)
-        yield Served(url, proc)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=30)
+    for sample in HOOKS.glob("*.yaml"):
+        (tmp_path / "hooks" / sample.name).write_text(sample.read_text())
+    event = str(SAMPLES / "pod-restart-backoff-event.json")
+    assert main(["render", "--hook", str(tmp_path / "hooks"), "--event", event, "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "reason: fired; default/pod-incidents pod-restart Deployment/web" in out
+    assert "signal event 'BackOff': pod-restart" in out
+    assert "hook default/pod-incidents: acts on pod-restart" in out
+    # Excluded by the platform team's selector; another tenant's Hook never sees it.
+    assert (
+        "hook khook-system/cluster-incidents: not acting: "
+        "spec.selector.exclude.namespaces lists default"
+    ) in out
+    assert "hook khook-demo/hook-sample: not acting: the object is in namespace default" in out
+    assert "hook x/broken: not in force (InvalidConfiguration)" in out and "agentRef" in out
 
 
-def khook_serve(
-    *args: str, env: dict[str, str] | None = None
-) -> contextlib.AbstractContextManager[Served]:
-    port = _free_port()
-    return serving([KHOOK, "serve", "--host", "127.0.0.1", "--port", str(port), *args], port, env)
+def khook_serve(*args: str, directory: Path) -> contextlib.AbstractContextManager[Served]:
+    """`khook serve` as a real process in a clean environment, output kept in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return served_khook(*args, directory=directory, env=clean_env(directory))
 
 
 def test_serve_dry_run_and_send(tmp_path: Path) -> None:
     dedup = f"tinydb:{tmp_path}/dedup.json"
-    with khook_serve("--hooks", str(HOOKS), "--dedup", dedup) as served:
+    with khook_serve("--hooks", str(HOOKS), "--dedup", dedup, directory=tmp_path) as served:
         url = served.url
         sample = str(SAMPLES / "oom-kill-pod-status.json")
         out = subprocess.run(
@@ -216,7 +192,10 @@ def test_two_processes_share_the_tinydb_record(tmp_path: Path) -> None:
     dedup = f"tinydb:{tmp_path}/shared.json"
     with A2AAgentServer() as agent:
         common = ("--hooks", str(HOOKS), "--dedup", dedup, "--agent-url", agent.url)
-        with khook_serve(*common) as one, khook_serve(*common) as two:
+        with (
+            khook_serve(*common, directory=tmp_path / "one") as one,
+            khook_serve(*common, directory=tmp_path / "two") as two,
+        ):
             first, second = one.url, two.url
             sample = str(SAMPLES / "pod-restart-crashloop-pod-status.json")
             procs = [
@@ -231,13 +210,10 @@ def test_two_processes_share_the_tinydb_record(tmp_path: Path) -> None:
         assert len(agent.messages()) == 1
 
 
-def test_the_documented_functions_framework_command_serves_khook() -> None:
+def test_the_documented_functions_framework_command_serves_khook(tmp_path: Path) -> None:
     """`functions-framework --target handle --source functions/main.py`, configured by env."""
-    port = _free_port()
-    env = {"KHOOK_HOOKS": str(HOOKS), "KHOOK_DEDUP": "memory", "THREADS": "4"}
-    framework = str(Path(KHOOK).with_name("functions-framework"))
-    argv = [framework, "--target", "handle", "--source", "functions/main.py", "--port", str(port)]
-    with serving(argv, port, env) as served:
+    env = clean_env(tmp_path, KHOOK_HOOKS=str(HOOKS), KHOOK_DEDUP="memory", THREADS="4")
+    with functions_framework(tmp_path, env) as served:
         sample = str(SAMPLES / "oom-kill-pod-status.json")
         out = subprocess.run(
             [KHOOK, "send", sample, "--to", served.url], capture_output=True, text=True, check=True

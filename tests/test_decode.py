@@ -16,6 +16,7 @@ from khook.core.events import (
     decode,
 )
 from khook.core.objects import ObjectRef, controller_owner, parse_time
+from khook.core.reasons import Code
 from tests.support.events import core_event, pod, sample, sample_object
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -87,21 +88,44 @@ def test_reference_mode_needs_the_object() -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "fragment"),
+    ("data", "code", "fragment"),
     [
-        ("just text", "not a JSON object"),
-        ({"hello": "world"}, "no apiVersion/kind"),
-        ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}}, "does not act on"),
+        ("just text", Code.NOT_JSON, "the event data is a string, not a JSON object"),
+        ([{"kind": "Event"}], Code.NOT_JSON, "the event data is an array, not a JSON object"),
+        (None, Code.NOT_JSON, "the event has no data"),
+        ({"hello": "world"}, Code.NOT_KUBERNETES, "has no apiVersion and no kind"),
+        ({"apiVersion": "v1", "kind": ["Event"]}, Code.NOT_KUBERNETES, "kind must be a non-empty"),
+        (
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}},
+            Code.UNSUPPORTED_KIND,
+            "does not act on Deployment (apps/v1)",
+        ),
+        (
+            {"apiVersion": "v1", "kind": "Evnt", "metadata": {"namespace": "a"}},
+            Code.UNSUPPORTED_KIND,
+            "did you mean Event (v1)?",
+        ),
         (
             {"apiVersion": "v1", "kind": "Event", "metadata": {"namespace": "a"}},
-            "no involved object",
+            Code.NO_INVOLVED_OBJECT,
+            "names no object",
         ),
     ],
 )
-def test_data_khook_does_not_understand(data: object, fragment: str) -> None:
+def test_data_khook_does_not_understand(data: object, code: Code, fragment: str) -> None:
     decoded = decode(Envelope({"type": "x"}, data), NOW)
     assert isinstance(decoded, NotOfInterest)
-    assert fragment in decoded.reason
+    assert decoded.code is code and fragment in decoded.reason
+
+
+@pytest.mark.parametrize(
+    ("media", "says"), [("", "with no content type"), ("text/plain", "as 'text/plain'")]
+)
+def test_data_that_is_not_json_says_how_it_was_sent(media: str, says: str) -> None:
+    attributes = {"type": "x", **({"datacontenttype": media} if media else {})}
+    decoded = decode(Envelope(attributes, b'{"kind": "Event"}'), NOW)
+    assert isinstance(decoded, NotOfInterest) and decoded.code is Code.NOT_JSON
+    assert says in decoded.reason and "application/json" in decoded.reason
 
 
 def test_a_tenant_event_cannot_speak_for_another_namespace() -> None:
@@ -109,7 +133,7 @@ def test_a_tenant_event_cannot_speak_for_another_namespace() -> None:
     forged["involvedObject"]["namespace"] = "team-b"
     decoded = decode(Envelope({"type": "x"}, forged), NOW)
     assert isinstance(decoded, NotOfInterest)
-    assert "tenants apart" in decoded.reason
+    assert "tenants apart" in decoded.reason and decoded.code is Code.OTHER_NAMESPACE
 
 
 def test_a_tenant_event_cannot_speak_for_a_node() -> None:

@@ -19,8 +19,8 @@ import yaml
 from khook.function import HEALTH_PATHS
 from khook.settings import ENV, TOKEN_ENV, Settings
 from tests.support.events import CAPTURED, ROOT, SAMPLES
+from tests.support.process import KHOOK, free_port, serving
 from tests.support.rbac import grants
-from tests.test_cli import KHOOK, _free_port, serving
 
 MANIFEST_DIRS = ("config", "knative", "sources")
 CORE_KINDS = {
@@ -255,9 +255,10 @@ def test_the_image_entrypoint_serves_from_a_read_only_directory(tmp_path: Path) 
     env_line = " ".join(arg for op, arg in steps if op == "ENV")
     env = dict(pair.split("=", 1) for pair in shlex.split(env_line))
     assert env["THREADS"] and env["WORKERS"], "threads are set explicitly"
-    port = _free_port()
-    workdir = tmp_path / "ro"
+    port = free_port()
+    workdir, logs = tmp_path / "ro", tmp_path / "logs"
     workdir.mkdir()
+    logs.mkdir()
     shutil.copytree(ROOT / "config" / "samples" / "hooks", workdir / "hooks")
     workdir.chmod(stat.S_IRUSR | stat.S_IXUSR)
     run_env = {
@@ -270,7 +271,7 @@ def test_the_image_entrypoint_serves_from_a_read_only_directory(tmp_path: Path) 
     # The image puts its virtualenv first on PATH; this one's is where pytest runs from.
     program = str(Path(KHOOK).with_name(entry[0]))
     try:
-        with serving([program, *entry[1:]], port, run_env, cwd=workdir) as served:
+        with serving([program, *entry[1:]], port, logs, run_env, cwd=workdir) as served:
             sample = json.loads((SAMPLES / "oom-kill-pod-status.json").read_text())
             r = httpx.post(
                 served.url, headers=sample["headers"], content=json.dumps(sample["body"]).encode()

@@ -16,7 +16,7 @@ import pytest
 from tests.support.agent import A2AAgentServer
 from tests.support.cluster import Kube, apiserver, config, hook_doc, wait_until
 from tests.support.events import apiserver_event, binary, oom_status, pod
-from tests.test_cli import KHOOK, khook_serve
+from tests.support.process import KHOOK, clean_env, khook_serve
 
 REPLICAS = 3
 ROUNDS = 12
@@ -72,12 +72,12 @@ def test_replicas_race_and_one_call_is_made_per_incident(tmp_path: Path, store: 
             "--agent-url",
             agent.url,
         )
-        urls = [
-            stack.enter_context(
-                khook_serve(*args, env={"KUBECONFIG": str(kubeconfig), "POD_NAME": f"khook-{i}"})
-            ).url
-            for i in range(REPLICAS)
-        ]
+        urls = []
+        for i in range(REPLICAS):
+            home = tmp_path / f"replica-{i}"
+            home.mkdir()
+            env = clean_env(home, KUBECONFIG=str(kubeconfig), POD_NAME=f"khook-{i}")
+            urls.append(stack.enter_context(khook_serve(*args, directory=home, env=env)).url)
         clients = [stack.enter_context(httpx.Client(base_url=u, timeout=30)) for u in urls]
         for round_ in range(ROUNDS):
             obj = pod(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -39,7 +40,9 @@ class FanOut:
         executor = self._pool()
         for item in items:
             slots.acquire()
-            futures.append(executor.submit(run, item))
+            # The caller's context along (each call its own copy): the event's trace and log
+            # fields reach the agent call (khook.trace).
+            futures.append(executor.submit(contextvars.copy_context().run, run, item))
         return [future.result() for future in futures]
 
     def _pool(self) -> ThreadPoolExecutor:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from khook import metrics
 from khook.admission import Admission, Reading
 from khook.clock import Clock
 from khook.core.correlation import CorrelationTable, parse_correlation
@@ -305,6 +306,7 @@ class FileHookSource:
         )
         loaded = HookSet(loaded.hooks, loaded.invalid, tuple(problems))
         report(loaded)
+        metrics.hooks_loaded(len(loaded.hooks), (bad.reason for bad in loaded.invalid))
         return loaded
 
 

@@ -26,16 +26,22 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from khook import metrics
 from khook.auth import AuthError
 from khook.core.cloudevent import CloudEventError, parse
 from khook.core.outcome import Counts, Outcome, Status
+from khook.core.reasons import Code, Reason
 from khook.logs import log
 from khook.runtime import NotReady, Runtime, current
 from khook.settings import SettingsError
+from khook.trace import handling
 
 logger = logging.getLogger("khook.http")
 
 HEALTH_PATHS = ("/healthz", "/readyz")
+METRICS_PATH = "/metrics"
+# Not events: counting the probes and the scrapes would drown what deliveries get.
+_UNCOUNTED = frozenset((*HEALTH_PATHS, METRICS_PATH))
 
 
 class BodyTooLarge(ValueError):
@@ -45,24 +51,33 @@ class BodyTooLarge(ValueError):
 @functions_framework.aio.http
 async def handle(request: Request) -> Response:
     try:
-        return await _handle(request)
+        response = await _handle(request)
     except Exception as exc:  # a bug must not take the worker down: say so, ask for a retry
         logger.exception("unexpected error handling a request")
-        return _response(503, error=f"internal error: {type(exc).__name__}")
+        response = _response(
+            503, error=Reason(Code.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
+        )
+    if request.url.path not in _UNCOUNTED:
+        metrics.answered(response.status_code, response.headers.get("X-Khook-Reason", ""))
+    return response
 
 
 async def _handle(request: Request) -> Response:
     path = request.url.path
     if path in HEALTH_PATHS:
         return await _health(path)
+    if path == METRICS_PATH:
+        return _metrics(request.method)
     if request.method != "POST":
-        response = _response(405, error="POST a CloudEvent to this URL")
+        response = _response(
+            405, error=Reason(Code.METHOD_NOT_ALLOWED, "POST a CloudEvent to this URL")
+        )
         response.headers["Allow"] = "POST"
         return response
     try:
         runtime = current()
     except SettingsError as exc:
-        return _response(503, error=f"khook cannot start: {exc}")
+        return _response(503, error=Reason(Code.CONFIG_ERROR, f"khook cannot start: {exc}"))
     headers = _headers(request)
     if runtime.settings.auth != "none":
         refused = await _authenticate(runtime, headers)
@@ -71,25 +86,33 @@ async def _handle(request: Request) -> Response:
     limit = runtime.settings.max_body_bytes
     declared = _content_length(request)
     if declared is not None and declared > limit:
-        return _response(413, error=f"body is {declared} bytes; limit {limit}")
+        return _response(
+            413, error=Reason(Code.TOO_LARGE, f"body is {declared} bytes; limit {limit}")
+        )
     try:
         body = await asyncio.wait_for(_read(request, limit), runtime.settings.request_timeout)
     except TimeoutError:
-        return _response(
-            408, error=f"the body did not arrive within {runtime.settings.request_timeout:g}s"
-        )
+        waited = f"the body did not arrive within {runtime.settings.request_timeout:g}s"
+        return _response(408, error=Reason(Code.BODY_TIMEOUT, waited))
     except BodyTooLarge:
-        return _response(413, error=f"body exceeds the limit of {limit} bytes")
+        return _response(
+            413, error=Reason(Code.TOO_LARGE, f"body exceeds the limit of {limit} bytes")
+        )
     except ClientDisconnect:
-        return _response(400, error="the client went away before sending the whole body")
+        gone = "the client went away before sending the whole body"
+        return _response(400, error=Reason(Code.INVALID_CLOUDEVENT, gone))
+    metrics.body_size(len(body))
     try:
         envelope = parse(headers, body)
     except CloudEventError as exc:
-        return _response(400, error=str(exc))
+        return _response(400, error=Reason(Code.INVALID_CLOUDEVENT, str(exc)))
     try:
-        outcome = await runtime.run(lambda pipeline: pipeline.process(envelope))
+        # Its trace context goes on to the agent; its id, source, subject and trace id go on
+        # every log line about it (khook.trace).
+        with handling(headers, envelope.attributes):
+            outcome = await runtime.run(lambda pipeline: pipeline.process(envelope))
     except NotReady as exc:
-        return _response(503, error=str(exc))
+        return _response(503, error=Reason(Code.NOT_READY, str(exc)))
     return _outcome_response(outcome, runtime)
 
 
@@ -100,9 +123,12 @@ async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response |
     try:
         await runtime.run(lambda pipeline: pipeline.authenticator.authenticate(headers))
     except NotReady as exc:
-        return _response(503, error=str(exc))
+        return _response(503, error=Reason(Code.NOT_READY, str(exc)))
     except AuthError as exc:
-        response = _response(exc.status, error=exc.reason)  # the reason never holds the token
+        # The reason never holds the token.
+        response = _response(
+            exc.status, error=Reason(_AUTH_CODES.get(exc.status, Code.FORBIDDEN), exc.reason)
+        )
         if exc.www_authenticate:
             response.headers["WWW-Authenticate"] = exc.www_authenticate
         if exc.status == 503:
@@ -139,18 +165,35 @@ async def _read(request: Request, limit: int) -> bytes:
 
 async def _health(path: str) -> Response:
     if path == "/healthz":
-        return _response(200, body={"status": "ok"})
+        return _response(200, body={"status": "ok"}, reason=Reason(Code.OK, "alive"))
     try:
         runtime = current()
     except SettingsError as exc:
-        return _response(503, body={"status": "not ready", "error": f"khook cannot start: {exc}"})
+        broken = f"khook cannot start: {exc}"
+        return _response(
+            503,
+            body={"status": "not ready", "error": broken},
+            reason=Reason(Code.CONFIG_ERROR, broken),
+        )
     state = runtime.readiness()
-    return _response(200 if state.pop("ready") else 503, body=state)
+    if state.pop("ready"):
+        return _response(200, body=state, reason=Reason(Code.OK, "ready"))
+    why = str(state.get("error") or state.get("status") or "not ready")
+    return _response(503, body=state, reason=Reason(Code.NOT_READY, why))
+
+
+def _metrics(method: str) -> Response:
+    """Prometheus's scrape, answered by the event loop like the probes (never queued behind
+    events, never authenticated): a few milliseconds of formatting, no I/O but the workers'
+    metric files in memory (khook.metrics)."""
+    if method not in ("GET", "HEAD"):
+        return Response(status_code=405, headers={"Allow": "GET"})
+    return Response(metrics.scrape(), media_type=metrics.CONTENT_TYPE)
 
 
 def _outcome_response(outcome: Outcome, runtime: Runtime) -> Response:
     if outcome.retryable:
-        reasons = [outcome.error] if outcome.error else []
+        reasons = [outcome.error.text] if outcome.error else []
         reasons += [r.reason for r in outcome.results if r.status is Status.FAILED and r.retryable]
         response = _response(503, outcome=outcome, body={"error": "; ".join(reasons)})
         if outcome.retry_after is not None:
@@ -164,17 +207,20 @@ def _response(
     status: int,
     *,
     outcome: Outcome | None = None,
-    error: str | None = None,
+    error: Reason | None = None,
     body: dict[str, Any] | None = None,
+    reason: Reason | None = None,
 ) -> Response:
     if error is not None:
-        body = {"error": error}
+        body = {"error": error.text, "reason": error.code.value}
+        reason = error
         log(
             logger,
             logging.WARNING if status < 500 else logging.ERROR,
             "request rejected",
             status=status,
-            error=error,
+            reason=error.code.value,
+            error=error.text,
         )
     if body is None:
         response = Response(status_code=status)  # an empty answer has no media type
@@ -183,4 +229,11 @@ def _response(
     types = list(outcome.event_types) if outcome else []
     response.headers["X-Khook-Event-Type"] = ",".join(types) or "none"
     response.headers["X-Khook-Outcome"] = (outcome.counts() if outcome else Counts()).header()
+    if reason is None and outcome is not None:
+        reason = outcome.reason()
+    if reason is not None:
+        response.headers["X-Khook-Reason"] = reason.header()
     return response
+
+
+_AUTH_CODES = {401: Code.UNAUTHENTICATED, 403: Code.FORBIDDEN, 503: Code.AUTH_UNAVAILABLE}

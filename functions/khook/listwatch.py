@@ -13,17 +13,37 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from kubernetes.watch.watch import iter_resp_lines
-
+from khook import metrics
 from khook.kubeapi import TIMEOUT, Gone, KubeError, api_errors, read_json
 from khook.logs import log
 
 logger = logging.getLogger("khook.watch")
 
 Object = Mapping[str, Any]
+
+
+def watch_lines(response: Any) -> Iterator[str]:
+    """The lines of a watch stream (one JSON event each) as they arrive, empty lines skipped.
+
+    The official client has such a reader, but only in ``kubernetes.watch.watch``, a module its
+    package does not export, so it may change in any release; this uses only urllib3's public
+    ``HTTPResponse.stream()``. A line may be split across chunks, and a UTF-8 character too:
+    bytes are split at ``\\n`` (which never occurs inside a multi-byte character) before
+    they are decoded. What a cut stream left unfinished is not a line and is dropped.
+    """
+    buffer = bytearray()
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer.extend(chunk)
+        if b"\n" not in chunk:
+            continue  # a long line in many chunks is copied once, not once per chunk
+        *lines, rest = buffer.split(b"\n")
+        buffer = bytearray(rest)
+        for line in lines:
+            if line.strip():
+                yield line.decode("utf-8", errors="replace")
 
 
 class ListWatch:
@@ -64,10 +84,12 @@ class ListWatch:
                 delay = 1.0
             except Gone:
                 log(logger, logging.INFO, "watch expired; listing again", watch=self.name)
+                metrics.watch_relisted(self.name)
                 self._version = ""
             except Exception as exc:
                 if self._stop.is_set():
                     return  # closing the stream under the reader ends up here
+                metrics.watch_restarted(self.name)
                 log(
                     logger,
                     logging.WARNING,
@@ -99,7 +121,7 @@ class ListWatch:
             try:
                 if self._stop.is_set():
                     return  # closed while the request was on its way: close() saw no response
-                for line in iter_resp_lines(self._response):  # type: ignore[no-untyped-call]
+                for line in watch_lines(self._response):
                     if self._stop.is_set():
                         break
                     # Kept event by event: a watch that fails later resumes after the last

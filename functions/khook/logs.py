@@ -1,14 +1,29 @@
-"""One JSON object per log line, so `kubectl logs` output can be filtered with jq."""
+"""One JSON object per log line, so `kubectl logs` output can be filtered with jq.
+
+Every line of the process is one: khook's own, other libraries' (through the root logger),
+Python warnings, uncaught exceptions in any thread (the traceback is the ``error`` field, one
+line), and gunicorn's and uvicorn's (``khook.serving.JSONLogger`` formats them with
+:class:`JSONFormatter`). Fields bound with :func:`bound` (the CloudEvent being handled, its
+trace) are added to every line logged inside, in whatever thread the context was copied to.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
+import types
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 _FIELDS = "khook_fields"
+LEVELS = ("debug", "info", "warning", "error", "critical")
+_NOTHING: Mapping[str, Any] = types.MappingProxyType({})
+_context: ContextVar[Mapping[str, Any]] = ContextVar("khook_log_context", default=_NOTHING)
 
 
 class JSONFormatter(logging.Formatter):
@@ -19,23 +34,72 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        entry.update(_context.get())
         entry.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
+        elif record.stack_info:
+            entry["stack"] = record.stack_info
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
 def configure(level: str = "INFO") -> None:
-    root = logging.getLogger("khook")
-    if any(isinstance(h.formatter, JSONFormatter) for h in root.handlers):
-        root.setLevel(level.upper())
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
+    """khook's loggers, and the root logger every other library logs through, write JSON to
+    stderr at ``level`` (the root: warnings and worse). Idempotent."""
+    _handle(logging.getLogger("khook"), level.upper())
+    logging.getLogger("khook").propagate = False
+    _handle(logging.getLogger(), max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.captureWarnings(True)  # warnings.warn(...) -> the py.warnings logger -> the root
+    # Uncaught exceptions as JSON too; a hook someone else installed (a test runner's) stays.
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = _uncaught
+    if threading.excepthook is threading.__excepthook__:
+        threading.excepthook = _uncaught_in_thread
+
+
+def _handle(logger: logging.Logger, level: int | str) -> None:
+    if not any(isinstance(h.formatter, JSONFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JSONFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
     logger.log(level, msg, extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
+
+
+@contextlib.contextmanager
+def bound(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` to every line logged inside (None values are left out)."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def fatal(msg: str, **fields: Any) -> None:
+    """One JSON line on stderr, whatever logging's state: for a process that stops before its
+    logging is configured (a bad KHOOK_LOG_LEVEL is one reason it could not be)."""
+    record = logging.LogRecord("khook", logging.ERROR, __file__, 0, msg, None, None)
+    setattr(record, _FIELDS, fields)
+    sys.stderr.write(JSONFormatter().format(record) + "\n")
+    sys.stderr.flush()
+
+
+def _uncaught(
+    kind: type[BaseException], exc: BaseException, tb: types.TracebackType | None
+) -> None:
+    logging.getLogger("khook").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    thread = args.thread.name if args.thread is not None else None
+    logging.getLogger("khook").error(
+        "uncaught exception in a thread",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        extra={_FIELDS: {"thread": thread}},
+    )

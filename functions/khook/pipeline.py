@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
+from khook import metrics
 from khook.agent import AgentClient
 from khook.auth import Authenticator, NoAuth
 from khook.clock import Clock
@@ -23,12 +24,13 @@ from khook.core.events import (
     decode,
     decode_object,
 )
+from khook.core.explain import why_no_hook, why_no_rule
 from khook.core.health import is_healthy
 from khook.core.hooks import Hook
-from khook.core.incident import BUDGET_TYPE
 from khook.core.match import HookMatch, hook_sees, match
 from khook.core.objects import ObjectRef
 from khook.core.outcome import FiringResult, Outcome, Status
+from khook.core.reasons import Code, Reason
 from khook.core.rules import RuleTable
 from khook.fanout import FanOut
 from khook.files import HookSource
@@ -37,6 +39,7 @@ from khook.recorder import Recorder
 from khook.sandbox import InlineRenderer, Renderer
 from khook.sessions import Budget, Sessions
 from khook.stores import Deduplicator, StoreError
+from khook.sweep import sweep
 from khook.ticker import Ticker
 
 logger = logging.getLogger("khook.pipeline")
@@ -148,6 +151,9 @@ class Pipeline:
     def process(self, envelope: Envelope) -> Outcome:
         outcome = self._process(envelope)
         self.recorder.record(outcome)
+        # Counted here, where every Outcome is made (this and the sweep), rather than in a
+        # recorder: recorders differ by mode and are replaced in tests, the pipeline is not.
+        metrics.event_processed(outcome)
         return outcome
 
     def _process(self, envelope: Envelope) -> Outcome:
@@ -158,7 +164,7 @@ class Pipeline:
                 return fetched
             decoded = fetched
         if isinstance(decoded, NotOfInterest):
-            return Outcome(ignored=decoded.reason)
+            return Outcome(ignored=Reason(decoded.code, decoded.reason))
         return self.process_event(decoded)
 
     def _fetch(self, reference: Reference) -> ClusterEvent | NotOfInterest | Outcome:
@@ -172,15 +178,20 @@ class Pipeline:
                 resource=ref.display,
             )
             return Outcome(
-                ignored=f"Reference-mode event for {ref.display}: khook needs the object; run "
-                "the ApiServerSource in Resource mode, or khook in cluster mode"
+                ignored=Reason(
+                    Code.NEEDS_OBJECT,
+                    f"Reference-mode event for {ref.display}: khook needs the object; run "
+                    "the ApiServerSource in Resource mode, or khook in cluster mode",
+                )
             )
         try:
             obj = self.reader.get(ref)
         except Exception as exc:  # whatever the reader's failure, a redelivery may succeed
-            return Outcome(error=f"cannot read {ref.display}: {exc}")
+            return Outcome(
+                error=Reason(Code.OBJECT_UNREADABLE, f"cannot read {ref.display}: {exc}")
+            )
         if obj is None:
-            return Outcome(ignored=f"{ref.display} no longer exists")
+            return Outcome(ignored=Reason(Code.GONE, f"{ref.display} no longer exists"))
         return decode_object(obj, action=reference.action, observed_at=reference.observed_at)
 
     def process_event(self, event: ClusterEvent) -> Outcome:
@@ -192,14 +203,20 @@ class Pipeline:
         hook_set = self.hooks.current()
         if not hook_set.synced:
             # Answering 202 now would lose the event: ask for a redelivery instead.
-            return Outcome(event=event, error="the Hooks have not been listed yet")
+            return Outcome(
+                event=event, error=Reason(Code.NOT_READY, "the Hooks have not been listed yet")
+            )
         # Only the Hooks that can see this namespace: the event's own and the control one's.
         hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
         healed = self._recover(event, hooks) if is_healthy(event) else ()
         if not detections:
-            ignored = "no classification rule matched"
+            ignored = Reason(Code.NO_RULE, why_no_rule(event))
             return Outcome(event=event, ignored=ignored, results=healed)
         matches = match(event, detections, hooks, self.config.control_namespace)
+        if not matches:
+            control = self.config.control_namespace
+            ignored = Reason(Code.NO_HOOK, why_no_hook(event, detections, hooks, control))
+            return Outcome(event_types=types, event=event, ignored=ignored, results=healed)
         units = self._incidents(event, matches)
         limit = self.config.max_calls_per_event
         if len(units) > limit:
@@ -338,54 +355,8 @@ class Pipeline:
         return {DedupKey(hook.key, f, ns, g) for f in families for ns, g in groups}
 
     def sweep(self) -> list[tuple[Hook, Record]]:
-        """Incidents that went quiet for their window are over: marked resolved (by one
-        replica: the one whose store write did it), their sessions told. Runs in the
-        background; returns what this call resolved."""
-        done = []
-        hook_set = self.hooks.current(wait=False)
-        for hook in hook_set.hooks:
-            try:
-                records = self.dedup.store.records(hook.key)
-            except StoreError as exc:
-                log(
-                    logger,
-                    logging.WARNING,
-                    "could not list incidents",
-                    hook=hook.key,
-                    error=str(exc),
-                )
-                continue
-            self.dedup.learn(records)
-            now = self.clock.now()
-            for record in records:
-                if record.state.value == "resolved" or record.live(now):
-                    continue
-                if record.key.event_type == BUDGET_TYPE:
-                    continue
-                expired = self.dedup.expire(record.key)
-                if expired is None:
-                    continue
-                done.append((hook, expired))
-                if expired.opened:
-                    self.sessions.tell_resolved(hook, expired, "quiet for its cooldown")
-        if done:
-            self.recorder.record(
-                Outcome(
-                    results=tuple(
-                        FiringResult(
-                            hook,
-                            hook.configuration(r.key.event_type) or hook.configurations[0],
-                            None,
-                            r.key,
-                            Status.RESOLVED if r.opened else Status.HELD,
-                            record=r,
-                            reason="quiet for its cooldown",
-                        )
-                        for hook, r in done
-                    )
-                )
-            )
-        return done
+        """Incidents that went quiet for their window are over (see khook.sweep)."""
+        return sweep(self.hooks, self.dedup, self.sessions, self.clock, self.recorder)
 
 
 @dataclass

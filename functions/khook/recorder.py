@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from khook.clock import Clock, SystemClock
 from khook.core.outcome import Outcome, Status
 from khook.logs import log
+from khook.sampling import OncePer
 
 logger = logging.getLogger("khook.pipeline")
 
@@ -16,32 +18,62 @@ class Recorder(Protocol):
     def record(self, outcome: Outcome) -> None: ...
 
 
+# The level of each decision line: what changed something at info, a failure at error, what
+# changed nothing (a duplicate, a stale signal, one being called right now) at debug.
+LEVELS = {
+    Status.FIRED: logging.INFO,
+    Status.FOLLOWUP: logging.INFO,
+    Status.RESOLVED: logging.INFO,
+    Status.HELD: logging.INFO,
+    Status.FAILED: logging.ERROR,
+}
+
+
+IGNORED_EVERY = 60.0  # seconds: an ignored event's line at info at most this often per code
+
+
 class LogRecorder:
+    """One line per decision. Each names the CloudEvent (``ceId``, ``ceSource``; the HTTP
+    entry adds ``ceSubject`` and the trace's ``traceId``/``spanId`` to every line logged while
+    it handles the event, see khook.trace), the Hook and the incident (``incidentKey``).
+
+    An event not acted on (most of what a source sends) is logged at info at most once a
+    minute per reason code, with how many were held back since (``heldBack``); every one at
+    debug."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._sampled = OncePer(IGNORED_EVERY, clock or SystemClock())
+
     def record(self, outcome: Outcome) -> None:
         event = outcome.event
         subject = event.involved.display if event else ""
+        cloudevent = {
+            "ceId": event.envelope_id or None if event else None,
+            "ceSource": event.source or None if event else None,
+        }
         if not outcome.results:
+            reason = outcome.reason()
+            due, held_back = self._sampled.due(reason.code.value)
             log(
                 logger,
-                logging.DEBUG if outcome.ignored else logging.INFO,
+                logging.INFO if due else logging.DEBUG,
                 "event not acted on",
+                **cloudevent,
                 eventTypes=list(outcome.event_types),
                 resource=subject,
-                why=outcome.ignored or "no Hook matched",
+                reason=reason.code.value,
+                why=reason.text,
+                heldBack=held_back if due else None,
             )
             return
         for r in outcome.results:
-            level = {
-                Status.FIRED: logging.INFO,
-                Status.FOLLOWUP: logging.INFO,
-                Status.RESOLVED: logging.INFO,
-                Status.FAILED: logging.ERROR,
-            }.get(r.status, logging.DEBUG)
             log(
                 logger,
-                level,
+                LEVELS.get(r.status, logging.DEBUG),
                 f"hook {r.status.value}",
+                **cloudevent,
                 hook=r.hook.key,
+                incidentKey=r.key.id,
                 eventType=r.config.event_type,
                 agent=r.config.agent.id,
                 resource=subject,

@@ -8,6 +8,7 @@ not survive into the worker that serves requests.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import threading
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient
 
+from khook import metrics
 from khook.admission import Admission, policy_from_settings
 from khook.agent import (
     A2AClient,
@@ -25,8 +27,7 @@ from khook.agent import (
     AgentClient,
     CircuitBreaker,
     DryRunClient,
-    check_agent_url,
-    check_user_id_template,
+    MeteredAgent,
 )
 from khook.auth import build_authenticator
 from khook.clock import Clock, SystemClock
@@ -47,30 +48,13 @@ from khook.recorder import LogRecorder, Recorder
 from khook.sandbox import ProcessRenderer, Renderer
 from khook.sessions import Budget
 from khook.settings import Settings, SettingsError
-from khook.stores import CachedRecords, Deduplicator, open_store
+from khook.startup import preflight, shown_url
+from khook.stores import CachedRecords, Deduplicator, MeteredRecords, open_store
 
 logger = logging.getLogger("khook")
 
 RETRY_BUILD_SECONDS = 5.0
 T = TypeVar("T")
-
-
-def preflight(settings: Settings) -> None:
-    """Configuration mistakes that no retry can fix, found before serving: a SettingsError
-    names the setting. (What depends on the cluster is checked when the pipeline is built.)"""
-    try:
-        check_user_id_template(settings.user_id)
-    except ValueError as exc:
-        raise SettingsError(f"user_id (KHOOK_USER_ID): {exc}") from None
-    if not settings.effective_dry_run:
-        try:
-            check_agent_url(settings.agent_url)
-        except ValueError as exc:
-            raise SettingsError(f"agent_url (KAGENT_URL): {exc}") from None
-    try:
-        policy_from_settings(settings)
-    except PolicyError as exc:
-        raise SettingsError(f"KHOOK_AGENT_NAMESPACES / KHOOK_AGENT_GRANTS: {exc}") from None
 
 
 def build_agent(settings: Settings, clock: Clock) -> AgentClient:
@@ -183,6 +167,11 @@ def build_pipeline(
     )
     breaker = CircuitBreaker(agent or build_agent(settings, clock), clock)
     parts: list[Background] = [store] if isinstance(store, CachedRecords) else []
+    # Measured from here on (khook.metrics): every decision and failure of the store, every
+    # agent call, the breaker's refusals included (so around it).
+    store = MeteredRecords(store)
+    metered_agent = MeteredAgent(breaker)
+    metrics.build_info(settings.a2a_version)
     hooks: HookSource
     recorder: Recorder
     if settings.hooks_from_cluster:
@@ -219,7 +208,7 @@ def build_pipeline(
             admission=admission,
         )
         file_hooks.current()  # load now, so problems show at start-up
-        hooks, recorder = file_hooks, LogRecorder()
+        hooks, recorder = file_hooks, LogRecorder(clock)
     try:
         authenticator = build_authenticator(settings, api, clock)
     except ValueError as exc:
@@ -229,7 +218,7 @@ def build_pipeline(
         hooks=hooks,
         rules=rules,
         dedup=Deduplicator(store, clock, settings.max_signal_age, claim_timeout(settings)),
-        agent=breaker,
+        agent=metered_agent,
         recorder=recorder,
         clock=clock,
         config=PipelineConfig(
@@ -257,7 +246,7 @@ def build_pipeline(
         eventTypes=sorted(rules.event_types),
         dedup=settings.effective_dedup,
         stateNamespace=namespace or None,
-        agent="dry-run" if settings.effective_dry_run else settings.agent_url,
+        agent="dry-run" if settings.effective_dry_run else shown_url(settings.agent_url),
         auth=settings.auth,
         a2aVersion=settings.a2a_version,
         controlNamespace=settings.control_namespace,
@@ -328,7 +317,12 @@ class Runtime:
         """``work(pipeline)`` on a worker thread; the pipeline is built there first if need be
         (a cold start in cluster mode waits for the first list of Hooks)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor(), lambda: work(self.pipeline()))
+        # The caller's context goes along (run_in_executor does not copy it): the event's
+        # trace and log fields (khook.trace.handling) reach the pipeline's thread.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(
+            self.executor(), context.run, lambda: work(self.pipeline())
+        )
 
     def warm(self) -> None:
         """Build the pipeline in the background, so the first event does not wait for it."""
@@ -339,14 +333,32 @@ class Runtime:
 
         def build() -> None:
             try:
-                self.pipeline()
+                pipeline = self.pipeline()
             except NotReady:
-                pass  # logged; /readyz reports it
+                return  # logged; /readyz reports it
             finally:
                 with self._lock:
                     self._warming = False
+            self._announce(pipeline)
 
         threading.Thread(target=build, name="khook-warm", daemon=True).start()
+
+    def _announce(self, pipeline: Pipeline) -> None:
+        """Say once how many Hooks are in force, as soon as that is known (in cluster mode,
+        after the first list: each wait is bounded by the cold-start wait)."""
+        while self._pipeline is pipeline:
+            hooks = pipeline.hooks.current(wait=True)
+            if hooks.synced:
+                log(
+                    logger,
+                    logging.INFO,
+                    "khook serving",
+                    hookCount=len(hooks.hooks),
+                    invalidHooks=len(hooks.invalid),
+                    pid=os.getpid(),
+                )
+                return
+            self._clock.sleep(0.1)  # a source that does not wait must not spin
 
     def readiness(self) -> dict[str, Any]:
         """What /readyz reports; never blocks (a build is started in the background)."""

@@ -9,15 +9,35 @@ that stack and tightens what a client may cost before it has sent a whole reques
   that sends one header line and stops holds a socket for that long, never a thread;
 - the body: read by the function itself, within ``KHOOK_REQUEST_TIMEOUT`` and
   ``KHOOK_MAX_BODY_BYTES``.
+
+It also makes gunicorn's own lines JSON (:class:`JSONLogger`) and gives gunicorn khook's
+hooks: a start line once it listens, the pipeline built in each worker as it starts, and what
+background writers hold written as a worker exits. ``khook serve`` runs gunicorn itself
+(:class:`GunicornApp`, gunicorn's documented custom-application API); under the
+``functions-framework`` command, which builds gunicorn's configuration itself,
+:func:`under_functions_framework` does the same through gunicorn's setting defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+import gunicorn.config  # type: ignore[import-untyped]
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn_worker import UvicornWorker
+
+from khook import metrics, runtime
+from khook.logs import JSONFormatter, configure, log
+from khook.settings import Settings
+from khook.startup import settings_or_exit, shown_url
+
+logger = logging.getLogger("khook")
 
 HEAD_LIMIT = 16 * 1024
 HEAD_TIMEOUT = 10.0
@@ -97,3 +117,132 @@ class Worker(UvicornWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # In-flight events may finish within gunicorn's graceful timeout after SIGTERM.
         self.config.timeout_graceful_shutdown = max(1, int(self.cfg.graceful_timeout))
+
+
+class JSONLogger(GunicornLogger):  # type: ignore[misc]
+    """gunicorn's logger, its lines (and uvicorn's, which its workers route here) one JSON
+    object each, like khook's: a worker's traceback is one line's ``error`` field."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in (*self.error_log.handlers, *self.access_log.handlers):
+            handler.setFormatter(JSONFormatter())
+
+
+def hooks(settings: Settings, rt: runtime.Runtime) -> dict[str, Callable[..., None]]:
+    """gunicorn's server hooks for khook."""
+
+    def when_ready(server: Any) -> None:  # the master, once it listens
+        log(
+            logger,
+            logging.INFO,
+            "khook listening",
+            address=[str(listener) for listener in server.LISTENERS],
+            mode="cluster" if settings.hooks_from_cluster else "files",
+            hooks=None if settings.hooks_from_cluster else list(settings.hooks),
+            dedup=settings.effective_dedup,
+            agent="dry-run" if settings.effective_dry_run else shown_url(settings.agent_url),
+            auth=settings.auth,
+            workers=settings.workers,
+            threads=settings.threads,
+            pid=os.getpid(),
+        )
+
+    return {
+        # Before the first fork: where the workers share their metrics (khook.metrics), set
+        # before any process imports prometheus_client; removed as the master exits; a
+        # worker's live gauges go when it does.
+        "on_starting": lambda _server: metrics.prepare(settings.workers),
+        "child_exit": metrics.child_exit,
+        "on_exit": metrics.on_exit,
+        "when_ready": when_ready,
+        # Build the pipeline in each worker as it starts (in the background: the probes
+        # answer meanwhile), so the first event does not wait for it; it logs the Hook count.
+        "post_worker_init": lambda _worker: rt.warm(),
+        # On SIGTERM the worker stops accepting and lets in-flight requests finish; then it
+        # writes what its background writers hold.
+        "worker_exit": lambda _server, _worker: rt.close(),
+    }
+
+
+# gunicorn 25.1+ opens a control socket under $HOME for its gunicornc tool: nothing in a pod
+# uses it, a read-only root filesystem has no room for it, and two servers on one machine
+# would share its path. Turned off where gunicorn has it.
+OPTIONAL = {"control_socket_disable": True}
+
+
+def _optional() -> dict[str, Any]:
+    known = {s.name for s in gunicorn.config.KNOWN_SETTINGS}
+    return {name: value for name, value in OPTIONAL.items() if name in known}
+
+
+def gunicorn_options(
+    settings: Settings, rt: runtime.Runtime, tmp_dir: str | None
+) -> dict[str, Any]:
+    """How ``khook serve`` runs gunicorn."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return {
+        "bind": f"{host}:{settings.port}",
+        "workers": settings.workers,
+        "worker_class": "khook.serving.Worker",
+        # No heartbeat deadline, as under functions-framework: an event may take the agent's
+        # whole timeout, and the event loop answers the probes meanwhile.
+        "timeout": 0,
+        "graceful_timeout": max(1, round(settings.graceful_timeout)),
+        "worker_tmp_dir": tmp_dir,
+        "logger_class": JSONLogger,
+        "loglevel": settings.log_level,
+        **_optional(),
+        **hooks(settings, rt),
+    }
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    """gunicorn serving ``app`` with ``options`` (gunicorn's custom-application API)."""
+
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._app
+
+
+def adopt_gunicorn_defaults(defaults: dict[str, Any]) -> list[str]:
+    """Make ``defaults`` gunicorn's defaults for the settings they name, for a gunicorn that
+    someone else configures (functions-framework). Returns the names gunicorn does not know.
+
+    The seam: a gunicorn release that renames these settings breaks a test (test_logs), not
+    khook, which then serves with gunicorn's own logging and without the hooks."""
+    known = {s.name: s for s in gunicorn.config.KNOWN_SETTINGS}
+    unknown = []
+    for name, value in defaults.items():
+        setting = known.get(name)
+        if setting is None:
+            unknown.append(name)
+            continue
+        setting.default = (
+            staticmethod(value) if callable(value) and name != "logger_class" else value
+        )
+    return unknown
+
+
+def under_functions_framework() -> None:
+    """For the functions-framework source file, imported by ``functions-framework --target
+    handle`` in gunicorn's master before it serves: the configuration is checked (a mistake
+    stops the process with one JSON line and exit 2, so a Knative revision never becomes
+    ready and says why in its log), logs are JSON, gunicorn's included, and gunicorn gets
+    khook's hooks."""
+    settings = settings_or_exit(Settings.from_env)
+    configure(settings.log_level)
+    rt = runtime.for_settings(settings)
+    runtime.install(rt)
+    adopt_gunicorn_defaults(_optional())
+    unknown = adopt_gunicorn_defaults({"logger_class": JSONLogger, **hooks(settings, rt)})
+    if unknown:
+        log(logger, logging.WARNING, "gunicorn does not know these settings", names=unknown)

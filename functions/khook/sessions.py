@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from khook import trace
 from khook.agent import AgentClient, AgentError, AgentRequest, AgentResult, is_terminal
 from khook.clock import Clock
 from khook.core.correlate import Explained, Incident
@@ -89,7 +90,9 @@ class Sessions:
         try:
             claim = self.dedup.claim(item.key, item.sighting, item.policy)
         except StoreError as exc:
-            return _results(hook, item)(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
+            return _results(hook, item)(
+                Status.FAILED, reason=f"dedup store: {exc}", retryable=True, failure="store"
+            )
         result = _results(hook, item, joined=_joined(claim))
         verdict, record = claim.verdict, claim.record or claim.previous
         reason = claim.decision.reason
@@ -121,10 +124,14 @@ class Sessions:
             prompt = self.renderer.render(config.prompt, facts, event.object)
         except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
             self._release(claim)
-            return result(Status.FAILED, reason=str(exc), record=record, render_failed=True)
+            return result(
+                Status.FAILED, reason=str(exc), record=record, render_failed=True, failure="render"
+            )
         except SandboxError as exc:  # khook's: no render process free in time; retry later
             self._release(claim)
-            return result(Status.FAILED, reason=str(exc), record=record, retryable=True)
+            return result(
+                Status.FAILED, reason=str(exc), record=record, retryable=True, failure="sandbox"
+            )
         request = AgentRequest(
             agent=item.config.agent,
             prompt=prompt,
@@ -134,6 +141,7 @@ class Sessions:
             metadata=metadata(hook, item, event),
             hook_namespace=hook.namespace,
             hook_name=hook.name,
+            trace=trace.outgoing(),
         )
         try:
             answer = self.agent.send(request)
@@ -146,6 +154,7 @@ class Sessions:
                 retryable=exc.retryable,
                 retry_after=exc.retry_after,
                 agent_called=True,
+                failure=exc.kind,
             )
         stored = self._confirm(claim, answer) or record
         return result(
@@ -215,6 +224,7 @@ class Sessions:
             },
             hook_namespace=hook.namespace,
             hook_name=hook.name,
+            trace=trace.outgoing(),
             context_id=record.context_id,
             task_id="" if is_terminal(record.task_state) else record.task_id,
             followup=True,
@@ -261,7 +271,9 @@ class Sessions:
             overflow = self.dedup.claim(key, joining, policy)
         except StoreError as exc:
             self._release(claim)
-            return result(Status.FAILED, reason=f"dedup store: {exc}", retryable=True)
+            return result(
+                Status.FAILED, reason=f"dedup store: {exc}", retryable=True, failure="store"
+            )
         shared = overflow.record or overflow.previous
         answer: AgentResult | None = None
         try:
@@ -273,7 +285,11 @@ class Sessions:
             self._release(overflow)
             self._release(claim)
             return result(
-                Status.FAILED, reason=str(exc), retryable=exc.retryable, agent_called=True
+                Status.FAILED,
+                reason=str(exc),
+                retryable=exc.retryable,
+                agent_called=True,
+                failure=exc.kind,
             )
         if answer is not None:
             self._confirm(overflow, answer)
@@ -317,6 +333,7 @@ class Sessions:
                 metadata={"khook.dev/hook": hook.key, "khook.dev/overflow": "true"},
                 hook_namespace=hook.namespace,
                 hook_name=hook.name,
+                trace=trace.outgoing(),
             )
             return self.agent.send(request)
         return self._tell(hook, config, record, text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -70,6 +71,25 @@ ENV = {
     "request_timeout": "KHOOK_REQUEST_TIMEOUT",
     "max_sessions_per_minute": "KHOOK_MAX_SESSIONS_PER_MINUTE",
 }
+# The `khook serve` flag of each setting that has one: messages name both ways to set it.
+FLAGS = {
+    "host": "--host",
+    "port": "--port",
+    "hooks": "--hooks",
+    "rules": "--rules",
+    "agent_url": "--agent-url",
+    "a2a_version": "--a2a-version",
+    "dedup": "--dedup",
+    "control_namespace": "--control-namespace",
+    "dry_run": "--dry-run",
+    "watch_namespaces": "--watch-namespace",
+    "state_namespace": "--state-namespace",
+    "auth": "--auth",
+}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# The dedup stores (khook.stores.open_store builds them; tests keep the two lists equal):
+# memory | tinydb[:PATH] | lease | configmap.
+DEDUP_STORES = ("memory", "tinydb", "lease", "configmap")
 HOOKS_FROM_CLUSTER = "cluster"  # KHOOK_HOOKS=cluster
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 CLUSTER_STORES = ("lease", "configmap")
@@ -208,11 +228,21 @@ class Settings:
             try:
                 out[key] = _coerce(key, value)
             except (ValueError, DurationError) as exc:
-                env = ENV.get(key, key)
-                raise SettingsError(f"{key} ({env}): {exc}") from None
+                raise SettingsError(f"{setting_name(key)}: {exc}") from None
         settings = cls(**out)  # type: ignore[arg-type]
         if settings.a2a_version not in A2A_VERSIONS:
-            raise SettingsError(f"a2a_version must be one of {A2A_VERSIONS}")
+            raise SettingsError(
+                f"{setting_name('a2a_version')}: {settings.a2a_version!r} is not one of "
+                f"{', '.join(A2A_VERSIONS)}"
+            )
+        if settings.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"{setting_name('log_level')}: {settings.log_level!r} is not a log level: "
+                f"use {', '.join(LOG_LEVELS)}"
+            )
+        if not 1 <= settings.port <= 65535:
+            raise SettingsError(f"{setting_name('port')}: {settings.port} is not a TCP port")
+        _check_dedup(settings.dedup)
         if settings.agent_attempts < 1 or settings.agent_timeout <= 0:
             raise SettingsError("agent_attempts must be >= 1 and agent_timeout > 0")
         if settings.hooks_from_cluster and settings.hooks:
@@ -223,6 +253,27 @@ class Settings:
             raise SettingsError("max_body_bytes must be at least 1024")
         _check_bounds(settings)
         return settings
+
+
+def setting_name(key: str) -> str:
+    """How a message names a setting: ``dedup (--dedup / KHOOK_DEDUP)``."""
+    ways = [w for w in (FLAGS.get(key), ENV.get(key)) if w]
+    return f"{key} ({' / '.join(ways)})" if ways else key
+
+
+def _check_dedup(spec: str) -> None:
+    if not spec:
+        return  # the default: lease in a pod, else tinydb
+    kind, colon, arg = spec.partition(":")
+    if kind not in DEDUP_STORES:
+        raise SettingsError(
+            f"{setting_name('dedup')}: unknown dedup store {spec!r}: use memory, tinydb:PATH, "
+            "lease or configmap"
+        )
+    if colon and (kind != "tinydb" or not arg):
+        raise SettingsError(
+            f"{setting_name('dedup')}: {spec!r}: only tinydb takes a PATH (tinydb:PATH)"
+        )
 
 
 def _check_bounds(settings: Settings) -> None:
@@ -279,7 +330,10 @@ def _coerce(key: str, value: object) -> object:
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return tuple(str(v) for v in value)  # type: ignore[attr-defined]
     if key in _INTEGERS:
-        return int(str(value))
+        text = str(value).strip()
+        if not re.fullmatch(r"-?[0-9]+", text):
+            raise ValueError(f"expected a whole number, not {value!r}")
+        return int(text)
     if key in _SECONDS:
         if isinstance(value, int | float):
             return float(value)
@@ -295,4 +349,6 @@ def _coerce(key: str, value: object) -> object:
         raise ValueError(f"expected true or false, not {value!r}")
     if key == "max_signal_age":
         return value if isinstance(value, timedelta) else parse_duration(str(value))
+    if key == "log_level":
+        return str(value).strip().lower()
     return value

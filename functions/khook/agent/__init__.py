@@ -4,6 +4,7 @@ from khook.agent._breaker import CircuitBreaker
 from khook.agent._client import A2AClient
 from khook.agent._dryrun import DryRunClient
 from khook.agent._identity import UserIdTemplateError, check_user_id_template, user_id_for
+from khook.agent._metered import MeteredAgent, version_label
 from khook.agent._protocol import (
     A2AVersion,
     AgentClient,
@@ -15,8 +16,10 @@ from khook.agent._protocol import (
 )
 from khook.agent._tasks import TASK_STATES, TERMINAL_STATES, is_terminal
 from khook.agent._transport import check_agent_url
+from khook.core.reasons import AGENT_ERROR_KINDS
 
 __all__ = [
+    "AGENT_ERROR_KINDS",
     "TASK_STATES",
     "TERMINAL_STATES",
     "A2AClient",
@@ -27,6 +30,7 @@ __all__ = [
     "AgentResult",
     "CircuitBreaker",
     "DryRunClient",
+    "MeteredAgent",
     "UserIdTemplateError",
     "agent_endpoint",
     "build_http_request",
@@ -34,4 +38,5 @@ __all__ = [
     "check_user_id_template",
     "is_terminal",
     "user_id_for",
+    "version_label",
 ]

@@ -5,6 +5,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from khook import metrics
 from khook.agent._protocol import AgentClient, AgentError, AgentRequest, AgentResult
 from khook.clock import Clock
 from khook.logs import log
@@ -82,18 +83,23 @@ class CircuitBreaker:
                     f"agent {agent} is failing; calls paused for {wait:.0f}s",
                     retryable=True,
                     retry_after=wait,
+                    kind="circuit-open",
                 )
             if circuit.trial:
                 raise AgentError(
                     f"agent {agent} is failing; a trial call is under way",
                     retryable=True,
                     retry_after=self._trial_wait,
+                    kind="circuit-open",
                 )
             circuit.trial = True
-            return True
+            # Under the lock, like every change of the gauge: in the order the changes happen.
+            metrics.circuit(agent, metrics.HALF_OPEN)
+        return True
 
     def _settle(self, agent: str, *, trial: bool, failed: bool) -> None:
         changed = ""
+        reopened = False  # a trial call failed: open again for the full pause
         with self._lock:
             if not failed:
                 # Only failing agents are kept: the table is as small as the trouble.
@@ -105,11 +111,16 @@ class CircuitBreaker:
                     circuit.trial = False
                     changed = "open" if circuit.open_until is None else ""  # a late success
                     circuit.open_until = self._clock.monotonic() + self._open_for
+                    reopened = True
                 elif circuit.open_until is None:
                     circuit.failures += 1
                     if circuit.failures >= self._threshold:
                         circuit.open_until = self._clock.monotonic() + self._open_for
                         changed = "open"
+            if changed == "open" or reopened:
+                metrics.circuit(agent, metrics.OPEN, opened=True)
+            elif changed == "closed":
+                metrics.circuit(agent, metrics.CLOSED)
         if changed == "open":
             log(logger, logging.WARNING, "agent circuit open", agent=agent, seconds=self._open_for)
             self.on_change()

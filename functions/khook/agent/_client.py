@@ -26,6 +26,7 @@ from khook.agent._protocol import (
 from khook.agent._retry import Budget, backoff, retry_after
 from khook.agent._transport import Origin, Transport
 from khook.clock import Clock
+from khook.core.hooks import AgentRef
 from khook.logs import log
 from khook.settings import DEFAULT_USER_ID, MIB
 
@@ -106,7 +107,7 @@ class A2AClient:
             context=request.context_id,
         )
         if budget.left() <= 0:
-            raise AgentError(
+            raise refused.again(
                 f"{refused}; no time left within {self.timeout:g}s to send it as a new task",
                 retryable=True,
             ) from refused
@@ -114,10 +115,8 @@ class A2AClient:
         try:
             result = self._deliver(again, budget)
         except AgentError as exc:
-            raise AgentError(
-                f"{exc} (sent as a new task: task {request.task_id} had ended)",
-                retryable=exc.retryable,
-                retry_after=exc.retry_after,
+            raise exc.again(
+                f"{exc} (sent as a new task: task {request.task_id} had ended)"
             ) from exc
         return replace(in_conversation(again, result), resent_as_new_task=True)
 
@@ -136,10 +135,8 @@ class A2AClient:
                     raise
                 delay = exc.retry_after if exc.retry_after is not None else self._delay(attempt)
                 if attempt >= self.attempts or delay >= budget.left():
-                    raise AgentError(
-                        f"{exc} (gave up after {attempt} attempt(s) within {self.timeout:g}s)",
-                        retryable=True,
-                        retry_after=exc.retry_after,
+                    raise exc.again(
+                        f"{exc} (gave up after {attempt} attempt(s) within {self.timeout:g}s)"
                     ) from exc
                 log(
                     logger,
@@ -180,13 +177,20 @@ class A2AClient:
             raise AgentError(
                 f"{where}: agent answered HTTP {status}",
                 retryable=True,
+                kind="http",
+                status=status,
                 retry_after=retry_after(
                     answer.headers.get("retry-after"), self._clock.now(), self.max_retry_after
                 ),
             )
         if not 200 <= status < 300:
             text = excerpt(answer.body.decode("utf-8", "replace"))
-            raise AgentError(f"{where}: agent answered HTTP {status}: {text}", retryable=False)
+            raise AgentError(
+                f"{where}: agent answered HTTP {status}: {text}",
+                retryable=False,
+                kind="http",
+                status=status,
+            )
         if not answer.complete:
             # Not retried: a 2xx means the agent most likely accepted the message, and it would
             # answer a retry the same way. The incident is released, not lost.
@@ -201,15 +205,23 @@ class A2AClient:
         try:
             return parse_response(payload, followup=followup)
         except AgentError as exc:
-            raise AgentError(
-                f"{where}: {exc}",
-                retryable=exc.retryable,
-                retry_after=exc.retry_after,
-                task_ended=exc.task_ended,
-            ) from exc
+            raise exc.again(f"{where}: {exc}") from exc
 
     def _delay(self, attempt: int) -> float:
         return backoff(attempt, self._backoff, self._max_backoff, self._rng)
+
+    def spoken_version(self, agent: AgentRef) -> str:
+        """The A2A version this client speaks to ``agent`` now, without I/O: the configured
+        one, or with ``auto`` what its card said (``auto`` while it has not been read)."""
+        if self.version is not A2AVersion.AUTO:
+            return self.version.value
+        try:
+            path = agent_path(agent)
+        except AgentError:
+            return self.version.value
+        with self._cards_lock:
+            cached = self._cards.get(path)
+        return cached[0].value if cached else self.version.value
 
     def _version_for(self, request: AgentRequest, path: str, budget: Budget) -> A2AVersion:
         if self.version is not A2AVersion.AUTO:

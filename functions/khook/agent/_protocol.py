@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from khook.agent._identity import UserIdTemplateError, user_id_for
 from khook.agent._tasks import FAILED_STATES, refuses_ended_task, task_state
 from khook.core.hooks import AgentRef
+from khook.core.reasons import AGENT_ERROR_KINDS
 
 VERSION_HEADER = "A2A-Version"
 JSONRPC_INTERNAL_ERROR = -32603
@@ -31,7 +32,8 @@ class A2AVersion(StrEnum):
 class AgentError(Exception):
     """An agent call failed. ``retryable`` failures (connection, timeout, 5xx, 429) are worth
     a redelivery; the others (4xx, a JSON-RPC error, a rejected task) are not.
-    ``task_ended``: the agent refused the message because the task it names has ended."""
+    ``task_ended``: the agent refused the message because the task it names has ended.
+    ``kind``: one of AGENT_ERROR_KINDS; ``status``: the HTTP status, for ``http``."""
 
     def __init__(
         self,
@@ -40,11 +42,26 @@ class AgentError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         task_ended: bool = False,
+        kind: str = "answer",
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.task_ended = task_ended
+        self.kind = kind if kind in AGENT_ERROR_KINDS else "answer"
+        self.status = status
+
+    def again(self, message: str, *, retryable: bool | None = None) -> AgentError:
+        """The same failure, told with more context."""
+        return AgentError(
+            message,
+            retryable=self.retryable if retryable is None else retryable,
+            retry_after=self.retry_after,
+            task_ended=self.task_ended,
+            kind=self.kind,
+            status=self.status,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,9 @@ class AgentRequest:
     # A follow-up: the agent's task failing (failed, rejected, canceled) is then its answer,
     # returned in AgentResult.state, not an AgentError (the incident's call did not fail).
     followup: bool = False
+    # Trace context headers of the request that brought the event (traceparent, tracestate,
+    # b3, x-b3-*), already validated by khook.trace: sent with the message as they are.
+    trace: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -113,7 +133,9 @@ def agent_path(agent: AgentRef) -> str:
         if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
             shown = repr(value)[:80]
             raise AgentError(
-                f"agent {part} {shown} is not a DNS-1123 label; not calling it", retryable=False
+                f"agent {part} {shown} is not a DNS-1123 label; not calling it",
+                retryable=False,
+                kind="refused",
             )
     return f"/api/a2a/{agent.namespace}/{agent.name}/"
 
@@ -133,12 +155,14 @@ def identity_headers(request: AgentRequest, *, user_id: str, token: str | None) 
                 user_id, namespace=request.hook_namespace, name=request.hook_name
             )
         except UserIdTemplateError as exc:
-            raise AgentError(str(exc), retryable=False) from None
+            raise AgentError(str(exc), retryable=False, kind="refused") from None
     if token:
         if not _TOKEN.fullmatch(token):
             # Never show the token: say only that it is unusable.
             raise AgentError(
-                "the Kagent token holds characters a header cannot carry", retryable=False
+                "the Kagent token holds characters a header cannot carry",
+                retryable=False,
+                kind="refused",
             )
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -150,7 +174,9 @@ def conversation_ids(request: AgentRequest) -> dict[str, str]:
     its context, too long, control characters): they come from a store, which may be damaged."""
     if request.task_id and not request.context_id:
         raise AgentError(
-            "the message names a task but not its context; not sending it", retryable=False
+            "the message names a task but not its context; not sending it",
+            retryable=False,
+            kind="refused",
         )
     ids: dict[str, str] = {}
     for name, value in (("contextId", request.context_id), ("taskId", request.task_id)):
@@ -162,6 +188,7 @@ def conversation_ids(request: AgentRequest) -> dict[str, str]:
             raise AgentError(
                 f"the message's {name} {excerpt(repr(value), 80)} is not one an agent gives",
                 retryable=False,
+                kind="refused",
             )
         ids[name] = value
     return ids
@@ -178,6 +205,8 @@ def build_http_request(
 ) -> HTTPRequest:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     headers.update(identity_headers(request, user_id=user_id, token=token))
+    for name, value in request.trace.items():
+        headers.setdefault(name, value)  # never in place of khook's own headers
     ids = conversation_ids(request)
     metadata = dict(request.metadata)
     if version is A2AVersion.V1_0:
@@ -230,6 +259,7 @@ def parse_response(payload: Any, *, followup: bool = False) -> AgentResult:
             f"agent answered JSON-RPC error {code}: {excerpt(message)}",
             retryable=code == JSONRPC_INTERNAL_ERROR,
             task_ended=refuses_ended_task(code, message, error.get("data")),
+            kind="jsonrpc",
         )
     result = payload.get("result")
     if not isinstance(result, Mapping):
@@ -245,7 +275,7 @@ def parse_response(payload: Any, *, followup: bool = False) -> AgentResult:
         status = body.get("status")
         state = task_state(status.get("state") if isinstance(status, Mapping) else None)
         if state in FAILED_STATES and not followup:
-            raise AgentError(f"agent {state} the task", retryable=False)
+            raise AgentError(f"agent {state} the task", retryable=False, kind="task-failed")
         return AgentResult(_id(body.get("id")), _id(body.get("contextId")), state, kind)
     if kind == "message":
         # A direct answer says nothing of a task's state.

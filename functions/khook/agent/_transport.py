@@ -120,7 +120,7 @@ class Transport:
         shown = f"{method} {self.origin.url(path)}"
         left = until - time.monotonic()
         if left <= 0:
-            raise AgentError(f"{shown}: timed out (no time left)", retryable=True)
+            raise AgentError(f"{shown}: timed out (no time left)", retryable=True, kind="timeout")
         wire = [
             (b"Host", self.origin.authority.encode("ascii")),
             (b"User-Agent", USER_AGENT.encode("ascii")),
@@ -150,16 +150,20 @@ class Transport:
                 return _read(response, limit)
         except httpcore.TimeoutException as exc:
             phase = _PHASES.get(type(exc), "")
-            raise AgentError(f"{shown}: timed out{phase}", retryable=True) from exc
+            raise AgentError(f"{shown}: timed out{phase}", retryable=True, kind="timeout") from exc
         except httpcore.ConnectError as exc:
             raise AgentError(
-                f"{shown}: cannot reach the agent: {_what(exc)}", retryable=True
+                f"{shown}: cannot reach the agent: {_what(exc)}", retryable=True, kind="connection"
             ) from exc
         except (httpcore.NetworkError, httpcore.RemoteProtocolError) as exc:
             # Includes a kept-alive connection the agent had closed: worth another attempt.
-            raise AgentError(f"{shown}: connection failed: {_what(exc)}", retryable=True) from exc
+            raise AgentError(
+                f"{shown}: connection failed: {_what(exc)}", retryable=True, kind="connection"
+            ) from exc
         except (httpcore.LocalProtocolError, httpcore.UnsupportedProtocol) as exc:
-            raise AgentError(f"{shown}: cannot send: {_what(exc)}", retryable=False) from exc
+            raise AgentError(
+                f"{shown}: cannot send: {_what(exc)}", retryable=False, kind="refused"
+            ) from exc
 
     def close(self) -> None:
         self._pool.close()

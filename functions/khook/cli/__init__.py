@@ -1,17 +1,27 @@
-"""The ``khook`` command: serve, send, validate, render."""
+"""The ``khook`` command: serve, send, validate, render, source, replay.
+
+Exit codes common to every command: 2 for a usage or configuration mistake (one line on
+stderr), 141 when the reader of its output went away (``khook render ... | head``): the
+status a shell gives a command killed by SIGPIPE, so ``set -o pipefail`` scripts see what they
+would see of ``cat``. Each command documents its own others.
+"""
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from khook import __version__
 from khook.cli import render, replay, send, serve, source, validate
+from khook.cli._common import USAGE_ERROR, KhookParser
+from khook.logs import fatal
+
+CLOSED_PIPE = 128 + 13  # 128 + SIGPIPE
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+def parser() -> KhookParser:
+    top = KhookParser(
         prog="khook",
         description="Kubernetes event hooks for AI agents: CloudEvents in, Kagent A2A calls out.",
     )
@@ -23,7 +33,32 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        try:
+            code = _main(argv)
+        except SystemExit:  # --help, --version: argparse exits once it has written
+            sys.stdout.flush()
+            raise
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at exit
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Python would print an error when it
+        # flushes stdout at exit, so stdout now points at /dev/null (the recipe in Python's
+        # signal module documentation, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return CLOSED_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    if extra:  # said by the command's parser, so `khook serve --bogus` is JSON like the rest
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        if args.command == "serve":
+            fatal("khook cannot start", error=f"khook serve: {message}")
+            return USAGE_ERROR
+        top.error(message)
     code: int = args.run(args)
     return code
 

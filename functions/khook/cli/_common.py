@@ -2,16 +2,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
 from khook.core import cloudevent
 from khook.core.cloudevent import CloudEventError
+from khook.logs import fatal
 from khook.settings import DEFAULT_CONTROL_NAMESPACE, ENV
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 # Hop-by-hop and transport headers in captured requests; the HTTP client sets its own.
 _TRANSPORT_HEADERS = {"host", "content-length", "accept-encoding", "user-agent", "connection"}
@@ -19,6 +24,32 @@ _TRANSPORT_HEADERS = {"host", "content-length", "accept-encoding", "user-agent",
 
 class SampleError(ValueError):
     pass
+
+
+USAGE_ERROR = 2
+
+
+class KhookParser(argparse.ArgumentParser):
+    """argparse, its mistakes said in one line: ``khook send: error: ... (see khook send
+    --help)``, or, for a parser made with ``json_errors=True`` (``khook serve``, whose every
+    line is JSON), one JSON line like its other refusals to start."""
+
+    def __init__(self, *args: Any, json_errors: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.json_errors = json_errors
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse ignores a write that fails (--help, --version): a reader that went away
+        # must reach khook.cli.main, which ends the command as `| head` expects.
+        if message:
+            (file or sys.stderr).write(message)
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_errors:
+            fatal("khook cannot start", error=f"{self.prog}: {message}")
+        else:
+            sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise SystemExit(USAGE_ERROR)
 
 
 def env_help(setting: str, text: str) -> str:

@@ -16,10 +16,14 @@ from khook.cli._common import (
 )
 from khook.clock import SystemClock
 from khook.core import cloudevent
+from khook.core.classify import classify
 from khook.core.cloudevent import CloudEventError
-from khook.core.events import NotOfInterest, Reference, decode
+from khook.core.events import ClusterEvent, NotOfInterest, Reference, decode
+from khook.core.explain import why_no_rule, why_not
 from khook.core.memory import ObjectMemory
 from khook.core.outcome import Status
+from khook.core.reasons import Code, Reason
+from khook.core.rules import RuleTable
 from khook.files import (
     FileError,
     HookSet,
@@ -79,6 +83,11 @@ def add_parser(sub: Any) -> None:
     add_control_namespace_option(p)
     p.add_argument("--agent-url", metavar="URL", help="Kagent base URL shown in the request")
     p.add_argument("--a2a-version", choices=("0.3", "1.0"), help="A2A version (0.3)")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also walk every Hook in FILE and say why it acts on the event or not",
+    )
     p.set_defaults(run=run)
 
 
@@ -125,17 +134,27 @@ def run(args: argparse.Namespace) -> int:
         budget=Budget(sessions_per_minute=0),
     )
     decoded = decode(envelope, clock.now())
-    if isinstance(decoded, Reference | NotOfInterest):
+    if isinstance(decoded, Reference):
         print("event type: none")
-        print(f"not acted on: {getattr(decoded, 'reason', 'Reference-mode event')}")
+        print(
+            f"reason: {Code.NEEDS_OBJECT.value}; a Reference-mode event names "
+            f"{decoded.ref.display}: render needs the object (Resource mode)"
+        )
+        return 0
+    if isinstance(decoded, NotOfInterest):
+        print("event type: none")
+        print(f"reason: {Reason(decoded.code, decoded.reason).header()}")
         return 0
     outcome = pipeline.process_event(decoded)
     print(f"event type: {', '.join(outcome.event_types) or 'none'}")
+    print(f"reason: {outcome.reason().header()}")
+    if args.explain:
+        _explain(decoded, rules, hooks, settings.control_namespace)
     failed = [r for r in outcome.results if r.status is Status.FAILED]
     for r in failed:
         print(f"hook {r.hook.key} {r.config.event_type}: FAILED: {r.reason}", file=sys.stderr)
     if not capture.requests:
-        print(f"no Hook in {args.hook} fires for this event: {outcome.ignored or 'no match'}")
+        print(f"no Hook in {args.hook} fires for this event")
         return 1 if failed else 0
     client = DryRunClient(
         version=A2AVersion(settings.a2a_version),
@@ -149,3 +168,23 @@ def run(args: argparse.Namespace) -> int:
         print("--- A2A request")
         print(json.dumps(client.http_request(request).redacted(), indent=2, ensure_ascii=False))
     return 1 if failed else 0
+
+
+def _explain(event: ClusterEvent, rules: RuleTable, hooks: HookSet, control: str) -> None:
+    """Every Hook of the file, in force or not, and why it acts on the event or does not."""
+    detections = classify(event, rules)
+    print("--- explain")
+    if detections:
+        for d in detections:
+            print(f"signal {d.signal.signal.value} {d.signal.reason!r}: {d.event_type}")
+    else:
+        print(f"signals: {why_no_rule(event)}")
+    for hook in hooks.hooks:
+        why = why_not(hook, event, detections, control) if detections else "no signal classified"
+        if why:
+            print(f"hook {hook.key}: not acting: {why}")
+        else:
+            wanted = sorted({d.event_type for d in detections} & set(hook.event_types))
+            print(f"hook {hook.key}: acts on {', '.join(wanted)}")
+    for bad in hooks.invalid:
+        print(f"hook {bad.namespace}/{bad.name}: not in force ({bad.reason}): {bad}")

@@ -1,18 +1,25 @@
+"""``khook serve``: check the configuration, then serve the function with gunicorn.
+
+The app is the one functions-framework builds from khook's entry file (its public
+``create_app``); gunicorn runs it through its documented custom-application API
+(khook.serving.GunicornApp), with khook's worker, JSON logger and hooks. No private
+functions-framework module is involved, so an upgrade of it cannot change how khook serves.
+"""
+
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from functions_framework import create_app
-from functions_framework._http import create_server
 
 from khook import runtime
 from khook.cli._common import add_control_namespace_option, add_rules_option, env_help
-from khook.files import FileError, load_rules
 from khook.logs import configure
-from khook.settings import DEFAULT_DEDUP, Settings, SettingsError
+from khook.serving import GunicornApp, gunicorn_options
+from khook.settings import DEFAULT_DEDUP, Settings
+from khook.startup import settings_or_exit
 
 ENTRY = Path(__file__).resolve().parent.parent / "entry" / "main.py"
 # gunicorn's worker heartbeat files, kept in memory so the root filesystem can be read-only;
@@ -23,6 +30,8 @@ SHM = Path("/dev/shm")  # noqa: S108
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
+        # A server prints JSON lines only: its usage errors too (khook.cli._common).
+        json_errors=True,
         help="serve the function (the same app functions-framework serves)",
         description="Serve khook over HTTP. Every flag can also be set by its environment "
         "variable; flags win. With no agent URL khook runs dry: it logs the exact A2A request "
@@ -105,31 +114,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from(args)
-        runtime.preflight(settings)
-        load_rules(settings.rules)  # a broken rules file stops start-up, not every event
-    except (SettingsError, FileError, ValueError) as exc:
-        print(f"khook serve: {exc}", file=sys.stderr)
-        return 2
+    # A mistake no retry can fix stops here: one JSON line, exit 2 (khook.startup).
+    settings = settings_or_exit(lambda: settings_from(args))
     configure(settings.log_level)
     rt = runtime.for_settings(settings)
     runtime.install(rt)
-    # The function is ASGI: functions-framework serves it with gunicorn and uvicorn workers;
-    # khook's worker class bounds what a slow client may cost (khook.serving).
+    # The function is ASGI: gunicorn with khook's uvicorn worker, which bounds what a slow
+    # client may cost (khook.serving).
     app = create_app(target="handle", source=str(ENTRY), signature_type="http")  # type: ignore[no-untyped-call]
-    create_server(  # type: ignore[no-untyped-call]
-        app,
-        False,
-        worker_class="khook.serving.Worker",
-        workers=settings.workers,
-        graceful_timeout=max(1, round(settings.graceful_timeout)),
-        worker_tmp_dir=str(SHM) if SHM.is_dir() else None,
-        # Build the pipeline in each worker as it starts (in the background: the probes
-        # answer meanwhile), so the first event does not wait for it.
-        post_worker_init=lambda _worker: rt.warm(),
-        # On SIGTERM the worker stops accepting and lets in-flight requests finish; then it
-        # writes what its background writers hold.
-        worker_exit=lambda _server, _worker: rt.close(),
-    ).run(settings.host, settings.port)
+    tmp_dir = str(SHM) if SHM.is_dir() else None
+    GunicornApp(app, gunicorn_options(settings, rt, tmp_dir)).run()
     return 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes import client
 
+from khook import metrics
 from khook.admission import Admission, Ranking, Reading, Verdict
 from khook.clock import Clock
 from khook.core.hooks import Hook, HookInvalid, Reason, hook_identity
@@ -121,6 +122,8 @@ class ClusterHookSource:
                     ),
                     synced=self._ready.is_set(),
                 )
+                invalid = self._hook_set.invalid
+                metrics.hooks_loaded(len(self._hook_set.hooks), (d.reason for d in invalid))
             return self._hook_set
 
     def start(self) -> None:

@@ -116,7 +116,10 @@ def stale(
     then it is not news, whatever any record says. None when it is not stale."""
     if occurred_at is None or observed_at - occurred_at <= max_signal_age:
         return None
-    return f"{_age(observed_at - occurred_at)} old when observed"
+    return (
+        f"the signal was {_age(observed_at - occurred_at)} old when observed, older than "
+        f"the {_age(max_signal_age)} a signal may be (KHOOK_MAX_SIGNAL_AGE): not news"
+    )
 
 
 def decide(
@@ -331,8 +334,13 @@ def resolve(current: Record | None, resource: str, now: datetime) -> Decision | 
 
 
 def _age(delta: timedelta) -> str:
+    """``2d3h``, ``5h``, ``2h30m``, ``15m``, ``45s``: the two largest units, as people say it."""
     seconds = int(delta.total_seconds())
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    minutes = seconds // 60
-    return f"{minutes}m" if minutes else f"{seconds}s"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    shown = [f"{n}{unit}" for n, unit in parts[:2] if n]
+    return "".join(shown) or "0s"

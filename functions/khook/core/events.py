@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -9,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from khook.core.objects import JSON, ObjectRef, controller_owner, get_str, parse_time
+from khook.core.reasons import Code
 
 APISERVER_PREFIX = "dev.knative.apiserver."
 
@@ -93,6 +95,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class NotOfInterest:
+    code: Code
     reason: str
 
 
@@ -117,7 +120,9 @@ def decode(envelope: Envelope, received_at: datetime) -> Decoded:
     data = envelope.data
     if reference_mode:
         if not isinstance(data, Mapping) or not get_str(data, "kind"):
-            return NotOfInterest("reference-mode event without a kind/name in its data")
+            return NotOfInterest(
+                Code.NOT_KUBERNETES, "reference-mode event without a kind/name in its data"
+            )
         ref = ObjectRef(
             kind=get_str(data, "kind"),
             name=get_str(data, "name"),
@@ -125,6 +130,14 @@ def decode(envelope: Envelope, received_at: datetime) -> Decoded:
             api_version=get_str(data, "apiVersion"),
         )
         return Reference(ref=ref, action=action, observed_at=observed_at, envelope=envelope)
+    if isinstance(data, bytes | bytearray):
+        media = envelope.attributes.get("datacontenttype", "")
+        sent = f"as {media!r}" if media else "with no content type"
+        return NotOfInterest(
+            Code.NOT_JSON,
+            f"the event data was sent {sent}: khook reads it only as JSON "
+            "(Content-Type: application/json, as an ApiServerSource sends it)",
+        )
     return decode_object(
         data,
         action=action,
@@ -146,30 +159,37 @@ def decode_object(
 ) -> ClusterEvent | NotOfInterest:
     """Judge a Kubernetes object by its own apiVersion/kind, never by the envelope's claims."""
     if not isinstance(data, Mapping):
-        return NotOfInterest("event data is not a JSON object")
+        return NotOfInterest(Code.NOT_JSON, _not_json(data))
     api_version, kind = get_str(data, "apiVersion"), get_str(data, "kind")
     if not api_version or not kind:
-        return NotOfInterest("event data is not a Kubernetes object (no apiVersion/kind)")
+        return NotOfInterest(Code.NOT_KUBERNETES, _not_kubernetes(data))
     key = (api_version, kind)
     if key not in EVENT_KINDS and key not in STATE_KINDS:
-        return NotOfInterest(f"khook does not act on {kind} ({api_version}) objects")
+        return NotOfInterest(Code.UNSUPPORTED_KIND, _unsupported(api_version, kind))
     if action is Action.DELETE:
-        return NotOfInterest(f"{kind} was deleted: deletions never fire")
+        return NotOfInterest(Code.DELETED, f"{kind} was deleted: deletions never fire")
     subject = ObjectRef.of(data)
     # Whoever sent it, an object's namespace is the one the object itself names: an Event or a
     # Pod without one is not an object the API server could have sent; a Node has none.
     if kind in CLUSTER_SCOPED_KINDS:
         subject = replace(subject, namespace="")
     elif not subject.namespace:
-        return NotOfInterest(f"{kind} {subject.name!r} has no metadata.namespace: ignored")
+        return NotOfInterest(
+            Code.NO_NAMESPACE, f"{kind} {subject.name!r} has no metadata.namespace: ignored"
+        )
     if key in EVENT_KINDS:
         involved = _involved_object(data)
         if involved is None:
-            return NotOfInterest("Event names no involved object")
+            return NotOfInterest(
+                Code.NO_INVOLVED_OBJECT,
+                "the Event names no object (involvedObject, or regarding for events.k8s.io/v1, "
+                "with a kind and a name)",
+            )
         if not _event_may_speak_for(subject, involved):
             return NotOfInterest(
+                Code.OTHER_NAMESPACE,
                 f"Event in namespace {subject.namespace!r} about {involved.display} "
-                f"in namespace {involved.namespace!r}: ignored to keep tenants apart"
+                f"in namespace {involved.namespace!r}: ignored to keep tenants apart",
             )
         owner = None
     else:
@@ -214,3 +234,40 @@ def _event_may_speak_for(event: ObjectRef, involved: ObjectRef) -> bool:
     if involved.namespace:
         return involved.namespace == event.namespace
     return event.namespace == CLUSTER_EVENTS_NAMESPACE
+
+
+_JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+
+
+def _not_json(data: Any) -> str:
+    if data is None:
+        return "the event has no data: khook needs the Kubernetes object as a JSON object"
+    shape = _JSON_TYPES.get(type(data), "a number" if isinstance(data, float) else "not JSON")
+    return f"the event data is {shape}, not a JSON object (a Kubernetes object)"
+
+
+def _not_kubernetes(data: Mapping[str, Any]) -> str:
+    missing = [k for k in ("apiVersion", "kind") if not get_str(data, k)]
+    wrong = [k for k in missing if k in data]
+    if wrong:
+        return (
+            f"the event data's {' and '.join(wrong)} must be a non-empty string: "
+            "not a Kubernetes object"
+        )
+    return f"the event data has no {' and no '.join(missing)}: not a Kubernetes object"
+
+
+def _unsupported(api_version: str, kind: str) -> str:
+    known = sorted(EVENT_KINDS | STATE_KINDS)
+    text = f"khook does not act on {kind} ({api_version}) objects; it reads " + ", ".join(
+        f"{k} ({v})" for v, k in known
+    )
+    # A typo ("Evnt", "pod", "core/v1") deserves to be named as one.
+    near = [
+        f"{k} ({v})"
+        for v, k in known
+        if (v, k) != (api_version, kind)
+        and (difflib.SequenceMatcher(None, k.lower(), kind.lower()).ratio() >= 0.75)
+        and (v == api_version or k == kind or difflib.get_close_matches(api_version, [v], 1, 0.6))
+    ]
+    return f"{text}; did you mean {' or '.join(near[:2])}?" if near else text

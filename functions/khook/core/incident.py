@@ -190,6 +190,14 @@ class Record:
         )
 
 
+def open_sessions(records: list[Record], now: datetime) -> int:
+    """The incidents among ``records`` whose session is open now (the budget's counters are
+    not incidents; past its window an incident is over, swept or not yet)."""
+    return sum(
+        1 for r in records if r.key.event_type != BUDGET_TYPE and r.state_at(now) is State.FIRING
+    )
+
+
 def remember(items: tuple[str, ...], item: str, limit: int) -> tuple[str, ...]:
     """``items`` with ``item`` added last, keeping the most recent ``limit``."""
     if item in items:

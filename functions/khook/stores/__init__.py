@@ -13,6 +13,7 @@ from khook.stores._dedup import Claim, Deduplicator
 from khook.stores._health import StoreHealth
 from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
+from khook.stores._metered import MeteredRecords, store_kind
 from khook.stores._open import open_store
 from khook.stores._tinydb import TinyDBRecords
 
@@ -26,9 +27,11 @@ __all__ = [
     "Keep",
     "LeaseRecords",
     "MemoryRecords",
+    "MeteredRecords",
     "RecordStore",
     "StoreError",
     "StoreHealth",
     "TinyDBRecords",
     "open_store",
+    "store_kind",
 ]

@@ -75,7 +75,7 @@ class ConfigMapRecords:
                         _request_timeout=TIMEOUT,
                     )
 
-        with_retries(f"configmap {self.namespace}/{name}", attempt)
+        with_retries("configmap", f"configmap {self.namespace}/{name}", attempt)
 
     def _fit(self, name: str, data: dict[str, str], keep: str) -> dict[str, str]:
         now = self._clock.now()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from khook import metrics
 from khook.kubeapi import AlreadyExists, Conflict, KubeError, NotFound
 from khook.stores._base import StoreError
 
@@ -47,14 +48,17 @@ def managed_selector() -> str:
     return ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 
-def with_retries(what: str, attempt: Callable[[], T]) -> T:
+def with_retries(store: str, what: str, attempt: Callable[[], T]) -> T:
     """Optimistic concurrency: on 409 (another replica wrote first) or a vanished object, read
-    again and retry; any other API failure is a StoreError the caller may retry later."""
+    again and retry; any other API failure is a StoreError the caller may retry later.
+    ``store`` (lease, configmap) labels the 409s counted."""
     last: KubeError | None = None
     for tries in range(ATTEMPTS):
         try:
             return attempt()
         except (Conflict, AlreadyExists, NotFound) as exc:
+            if not isinstance(exc, NotFound):
+                metrics.store_conflict(store)
             last = exc
         except KubeError as exc:
             raise StoreError(f"{what}: {exc}") from exc

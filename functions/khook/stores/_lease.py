@@ -106,7 +106,7 @@ class LeaseRecords:
                         _request_timeout=TIMEOUT,
                     )
 
-        with_retries(f"lease {self.namespace}/{name}", attempt)
+        with_retries("lease", f"lease {self.namespace}/{name}", attempt)
 
     def _read(self, name: str) -> dict[str, Any] | None:
         try:
