@@ -32,8 +32,11 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
+# Measurements, never pass/fail: a table on stdout, the numbers in .khook/bench.json (wrk if
+# installed). `make bench BENCH_ARGS=--quick` checks the harness in about a minute.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .khook .mypy_cache .ruff_cache .pytest_cache

@@ -14,6 +14,7 @@ from khook.core.classify import classify, event_types
 from khook.core.events import Action, ClusterEvent, NotOfInterest, decode_object
 from khook.core.patterns import SEARCH_LIMIT, MessagePattern, backtracking_risk
 from khook.core.rules import RulesError, parse_rules
+from khook.core.signals import Signal, SignalKind, Source
 from khook.files import builtin_rules, load_rules
 from tests.support.events import HOOKS, core_event, oom_status, pod, sample_object
 
@@ -363,3 +364,27 @@ def test_validate_warns_of_catastrophic_patterns_and_fails_re2_incompatible_ones
             line.startswith("FAIL ") and "rules[0] (eventType 'back')" in line and "RE2" in line
             for line in lines
         )
+
+
+def test_the_rule_index_finds_what_a_scan_of_the_table_finds() -> None:
+    """first_match tries only the rules a signal's source and reason allow; the answer must be
+    the scan's, in table order, whatever the reason (known, unknown, another case)."""
+    rules = parse_rules(
+        {
+            "rules": [
+                {"eventType": "first", "source": "event", "message": "disk"},
+                {"eventType": "second", "source": "event", "reasons": ["BackOff"]},
+                {"eventType": "third", "source": "event", "reasons": ["backoff", "Failed"]},
+                {"eventType": "fourth", "source": "pod", "signals": ["containerWaiting"]},
+            ]
+        },
+        "test",
+    ).then(TABLE)
+    reasons = {r for rule in rules.rules for r in rule.reasons} | {"Nope", "BACKOFF", ""}
+    for source in Source:
+        for kind in SignalKind:
+            for reason in sorted(reasons):
+                for message in ("disk full", "other"):
+                    signal = Signal(source, kind, reason, message, "o", None, kind="Pod")
+                    scanned = next((r for r in rules.rules if r.matches(signal)), None)
+                    assert rules.first_match(signal) == scanned, (source, kind, reason, message)

@@ -15,15 +15,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from kubernetes import client
 
+from khook.kubeapi import core_v1
 from khook.listwatch import ListWatch
 from khook.logs import log
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, CoreV1Api
 
 logger = logging.getLogger("khook.source")
 
@@ -131,7 +134,7 @@ class Emitter:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         sender: Sender,
         *,
         kinds: Iterable[str] = ("Event", "Pod", "Node"),
@@ -139,7 +142,7 @@ class Emitter:
     ) -> None:
         self._sender = sender
         self.source = str(api.configuration.host)
-        core = client.CoreV1Api(api)
+        core = core_v1(api)
         scopes = tuple(namespaces) or ("",)
         self._watchers: list[ListWatch] = []
         for name in kinds:
@@ -156,7 +159,7 @@ class Emitter:
                 )
 
     @staticmethod
-    def _list_call(core: client.CoreV1Api, kind: Kind, namespace: str) -> Callable[..., Any]:
+    def _list_call(core: CoreV1Api, kind: Kind, namespace: str) -> Callable[..., Any]:
         if kind.name == "Node":
             return core.list_node
         if kind.name == "Pod":

@@ -75,6 +75,10 @@ class HookSource(Protocol):
     def current(self, wait: bool = True) -> HookSet:
         """The Hooks in force; a source still loading may wait (bounded) unless told not to."""
 
+    def cached(self) -> HookSet | None:
+        """The Hooks in force as last loaded, without waiting, loading or looking for changes
+        (no I/O: the event loop's fast path asks); None when only :meth:`current` can tell."""
+
     def close(self) -> None: ...
 
 
@@ -84,9 +88,12 @@ class Document:
     body: Any
 
 
+@functools.cache
 def builtin_rules() -> RuleTable:
+    """The shipped rules (parsed once: the start-up check parses them in gunicorn's master,
+    and its workers inherit the table)."""
     text = importlib.resources.files("khook.core").joinpath("builtin_rules.yaml").read_text()
-    return parse_rules(yaml.safe_load(text), "builtin")
+    return parse_rules(yaml.load(text, Loader=_LOADER), "builtin")  # noqa: S506 - safe (_LOADER)
 
 
 def load_rules(paths: Iterable[str | Path]) -> RuleTable:
@@ -108,7 +115,8 @@ def load_rules(paths: Iterable[str | Path]) -> RuleTable:
 def builtin_correlation() -> CorrelationTable:
     """The shipped correlation table (parsed once: it never changes while khook runs)."""
     resource = importlib.resources.files("khook.core").joinpath("builtin_correlation.yaml")
-    return parse_correlation(yaml.safe_load(resource.read_text()), "builtin")
+    document = yaml.load(resource.read_text(), Loader=_LOADER)  # noqa: S506 - safe (_LOADER)
+    return parse_correlation(document, "builtin")
 
 
 def load_correlation(paths: Iterable[str | Path]) -> CorrelationTable:
@@ -270,6 +278,10 @@ class FileHookSource:
         self._fingerprint: tuple[tuple[str, int, int], ...] | None = None
         self._checked_at = float("-inf")
         self._current = HookSet()
+
+    def cached(self) -> HookSet | None:
+        # Stale by at most CHECK_EVERY_SECONDS, as current() is; never loaded yet: ask it.
+        return self._current if self._fingerprint is not None else None
 
     def current(self, wait: bool = True) -> HookSet:
         with self._lock:

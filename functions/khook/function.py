@@ -3,7 +3,8 @@
     functions-framework --target handle --source functions/main.py --port 8080
 
 It only checks the sender, reads the request (within its limits), parses the CloudEvent, hands
-it to the pipeline on a worker thread, and maps the outcome to a status: 202 with an empty body
+it to the pipeline (answered on the event loop when that needs no I/O, else on a worker
+thread: ``_process``), and maps the outcome to a status: 202 with an empty body
 for every accepted event (never the ``@cloud_event`` decorator's 200 ``OK``, which a Knative
 Broker counts as a failed delivery), 400 for what is not a valid CloudEvent, 401/403 for a
 sender that is not allowed (``KHOOK_AUTH``), 408 for a body that does not arrive in time, 413
@@ -12,7 +13,7 @@ for a body over the limit, 503 when a retry can fix it (never 500: an ApiServerS
 
 ASGI, not WSGI, because a slow or stalled client must cost a socket, never a thread: the event
 loop reads every request, answers the probes itself, and only a complete, parsed CloudEvent
-reaches one of the bounded worker threads that run the pipeline.
+reaches the pipeline; only what needs I/O reaches one of the bounded worker threads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.responses import Response
 from khook import metrics
 from khook.auth import AuthError
 from khook.core.cloudevent import CloudEventError, parse
+from khook.core.events import Envelope
 from khook.core.outcome import Counts, Outcome, Status
 from khook.core.reasons import Code, Reason
 from khook.logs import log
@@ -57,13 +59,13 @@ async def handle(request: Request) -> Response:
         response = _response(
             503, error=Reason(Code.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
         )
-    if request.url.path not in _UNCOUNTED:
+    if request.scope["path"] not in _UNCOUNTED:  # the scope's: request.url builds a URL
         metrics.answered(response.status_code, response.headers.get("X-Khook-Reason", ""))
     return response
 
 
 async def _handle(request: Request) -> Response:
-    path = request.url.path
+    path = request.scope["path"]
     if path in HEALTH_PATHS:
         return await _health(path)
     if path == METRICS_PATH:
@@ -90,7 +92,8 @@ async def _handle(request: Request) -> Response:
             413, error=Reason(Code.TOO_LARGE, f"body is {declared} bytes; limit {limit}")
         )
     try:
-        body = await asyncio.wait_for(_read(request, limit), runtime.settings.request_timeout)
+        async with asyncio.timeout(runtime.settings.request_timeout):  # no task, unlike wait_for
+            body = await _read(request, limit)
     except TimeoutError:
         waited = f"the body did not arrive within {runtime.settings.request_timeout:g}s"
         return _response(408, error=Reason(Code.BODY_TIMEOUT, waited))
@@ -110,10 +113,24 @@ async def _handle(request: Request) -> Response:
         # Its trace context goes on to the agent; its id, source, subject and trace id go on
         # every log line about it (khook.trace).
         with handling(headers, envelope.attributes):
-            outcome = await runtime.run(lambda pipeline: pipeline.process(envelope))
+            outcome = await _process(runtime, envelope)
     except NotReady as exc:
         return _response(503, error=Reason(Code.NOT_READY, str(exc)))
     return _outcome_response(outcome, runtime)
+
+
+async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
+    """Most events are answered here on the event loop, for the cost of decoding and
+    classifying them (Pipeline.screen: no I/O); the rest go to a worker thread, which costs a
+    hand-over each way and may wait for the store, the agent or the API server."""
+    pipeline = runtime.built()
+    screened = pipeline.screen(envelope) if pipeline is not None else None
+    if isinstance(screened, Outcome):
+        return screened
+    if screened is None:
+        return await runtime.run(lambda built: built.process(envelope))
+    rest = screened
+    return await runtime.run(lambda built: built.finish(rest))
 
 
 async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response | None:
@@ -222,18 +239,21 @@ def _response(
             reason=error.code.value,
             error=error.text,
         )
-    if body is None:
-        response = Response(status_code=status)  # an empty answer has no media type
-    else:
-        response = Response(orjson.dumps(body), status_code=status, media_type="application/json")
-    types = list(outcome.event_types) if outcome else []
-    response.headers["X-Khook-Event-Type"] = ",".join(types) or "none"
-    response.headers["X-Khook-Outcome"] = (outcome.counts() if outcome else Counts()).header()
+    headers = {
+        "X-Khook-Event-Type": ",".join(outcome.event_types) if outcome else "none",
+        "X-Khook-Outcome": (outcome.counts() if outcome else Counts()).header(),
+    }
+    if not headers["X-Khook-Event-Type"]:
+        headers["X-Khook-Event-Type"] = "none"
     if reason is None and outcome is not None:
         reason = outcome.reason()
     if reason is not None:
-        response.headers["X-Khook-Reason"] = reason.header()
-    return response
+        headers["X-Khook-Reason"] = reason.header()
+    if body is None:  # an empty answer has no media type
+        return Response(status_code=status, headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 _AUTH_CODES = {401: Code.UNAUTHENTICATED, 403: Code.FORBIDDEN, 503: Code.AUTH_UNAVAILABLE}

@@ -2,6 +2,11 @@
 
 Callers catch :class:`KubeError` and its kinds (kopf's way), never the client's
 ``ApiException``; a connection failure is a ``KubeError`` with status 0.
+
+The official client is imported on first use, never at import: it takes longer to import than
+the rest of khook, and local mode (Hooks from files, a local dedup store, no OIDC) never talks to
+the cluster. The API groups khook calls are made here (:func:`core_v1`, ...), so the modules
+that use them import no ``kubernetes`` of their own.
 """
 
 from __future__ import annotations
@@ -10,13 +15,13 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any
 
 from khook import __version__
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from kubernetes.client.exceptions import ApiException
 
 MERGE_PATCH = "application/merge-patch+json"
 # (connect, read) seconds for one ordinary API call; watches set their own.
@@ -72,6 +77,10 @@ def translate(exc: ApiException) -> KubeError:
 
 @contextlib.contextmanager
 def api_errors() -> Iterator[None]:
+    # Loaded by now: a call through the client is what this wraps.
+    import urllib3  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
     try:
         yield
     except ApiException as exc:
@@ -80,10 +89,10 @@ def api_errors() -> Iterator[None]:
         raise KubeError(0, "Unreachable", str(exc)) from exc
 
 
-def connect(
-    *, in_cluster: bool, kubeconfig: str = "", component: str = "khook"
-) -> client.ApiClient:
+def connect(*, in_cluster: bool, kubeconfig: str = "", component: str = "khook") -> ApiClient:
     """The in-cluster service account when running in a pod, else KUBECONFIG/~/.kube/config."""
+    from kubernetes import client, config  # noqa: PLC0415 - on first use (see the docstring)
+
     configuration = client.Configuration()
     try:
         if in_cluster:
@@ -97,7 +106,7 @@ def connect(
     return identify(client.ApiClient(configuration), component)
 
 
-def identify(api: client.ApiClient, component: str = "khook") -> client.ApiClient:
+def identify(api: ApiClient, component: str = "khook") -> ApiClient:
     """Say who is calling, so audit logs (and tests) can tell khook's requests apart."""
     api.user_agent = f"{component}/{__version__}"
     return api
@@ -105,6 +114,8 @@ def identify(api: client.ApiClient, component: str = "khook") -> client.ApiClien
 
 def kubeconfig_namespace(kubeconfig: str = "") -> str:
     """The namespace of the kubeconfig's current context, or ''."""
+    from kubernetes import config  # noqa: PLC0415 - on first use (see the docstring)
+
     try:
         _, current = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
             config_file=kubeconfig or None
@@ -112,6 +123,27 @@ def kubeconfig_namespace(kubeconfig: str = "") -> str:
     except (config.ConfigException, OSError, TypeError, ValueError):
         return ""
     return str((current or {}).get("context", {}).get("namespace") or "")
+
+
+def core_v1(api: ApiClient) -> Any:
+    """``kubernetes.client.CoreV1Api`` over ``api``: Events, Pods, Nodes, ConfigMaps."""
+    from kubernetes import client  # noqa: PLC0415 - on first use (see the docstring)
+
+    return client.CoreV1Api(api)
+
+
+def coordination_v1(api: ApiClient) -> Any:
+    """``kubernetes.client.CoordinationV1Api`` over ``api``: Leases."""
+    from kubernetes import client  # noqa: PLC0415 - on first use (see the docstring)
+
+    return client.CoordinationV1Api(api)
+
+
+def custom_objects(api: ApiClient) -> Any:
+    """``kubernetes.client.CustomObjectsApi`` over ``api``: Hooks."""
+    from kubernetes import client  # noqa: PLC0415 - on first use (see the docstring)
+
+    return client.CustomObjectsApi(api)
 
 
 def body(obj: Mapping[str, Any]) -> Any:

@@ -66,7 +66,8 @@ def _handle(logger: logging.Logger, level: int | str) -> None:
 
 
 def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
-    logger.log(level, msg, extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
+    if logger.isEnabledFor(level):  # a line not written costs no record (most debug lines)
+        logger.log(level, msg, extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from khook.auth import Authenticator, NoAuth
 from khook.clock import Clock
 from khook.core.classify import Detection, classify, event_types
 from khook.core.correlate import Explained, Facts, Incident, Table, correlate
-from khook.core.dedup import DedupKey, Record, Verdict
+from khook.core.dedup import DedupKey, Record
 from khook.core.events import (
     ClusterEvent,
     Envelope,
@@ -27,18 +27,19 @@ from khook.core.events import (
 from khook.core.explain import why_no_hook, why_no_rule
 from khook.core.health import is_healthy
 from khook.core.hooks import Hook
-from khook.core.match import HookMatch, hook_sees, match
+from khook.core.match import HookMatch, match
 from khook.core.objects import ObjectRef
-from khook.core.outcome import FiringResult, Outcome, Status
+from khook.core.outcome import Outcome
 from khook.core.reasons import Code, Reason
 from khook.core.rules import RuleTable
 from khook.fanout import FanOut
 from khook.files import HookSource
 from khook.logs import log
 from khook.recorder import Recorder
+from khook.recovery import Recovery
 from khook.sandbox import InlineRenderer, Renderer
 from khook.sessions import Budget, Sessions
-from khook.stores import Deduplicator, StoreError
+from khook.stores import Deduplicator
 from khook.sweep import sweep
 from khook.ticker import Ticker
 
@@ -129,6 +130,13 @@ class Pipeline:
         self.sessions = Sessions(
             dedup=dedup, agent=agent, renderer=self.renderer, clock=clock, budget=budget
         )
+        self.recovery = Recovery(
+            dedup=dedup,
+            sessions=self.sessions,
+            correlation=correlation,
+            memory=memory,
+            control_namespace=config.control_namespace,
+        )
         self.fanout = FanOut(config.agent_concurrency, pool_size=4 * config.agent_concurrency)
         self._sweeper = Ticker("khook-sweep", config.sweep_every, self.sweep)
 
@@ -149,23 +157,68 @@ class Pipeline:
         self.renderer.close()
 
     def process(self, envelope: Envelope) -> Outcome:
-        outcome = self._process(envelope)
+        screened = self.screen(envelope)
+        return screened if isinstance(screened, Outcome) else self.finish(screened)
+
+    def process_event(self, event: ClusterEvent) -> Outcome:
+        screened = self._screen_event(event)
+        return screened if isinstance(screened, Outcome) else self.finish(screened)
+
+    def screen(self, envelope: Envelope) -> Outcome | Screened:
+        """The answer, when it needs no I/O: most of what a source sends (events no rule
+        wants, healthy objects in no incident this process knows of) is answered here, on the
+        caller's thread (the HTTP entry's event loop), for the cost of decoding and
+        classifying. Else what :meth:`finish` needs, on a worker thread: the store, the
+        agent, the API server. The answer is the same either way."""
+        self._sweeper.ensure_started()  # in the worker that serves, after gunicorn forked
+        decoded = decode(envelope, self.clock.now())
+        if isinstance(decoded, Reference):
+            return Screened(decoded)
+        if isinstance(decoded, NotOfInterest):
+            return self._done(Outcome(ignored=Reason(decoded.code, decoded.reason)))
+        return self._screen_event(decoded)
+
+    def _screen_event(self, event: ClusterEvent) -> Outcome | Screened:
+        self._sweeper.ensure_started()
+        if event.subject.kind == "Pod" and self.reader is not None:
+            self.reader.remember(event.object)  # its owner, for the Events about it
+        detections = tuple(classify(event, self.rules))
+        self.memory.observe(event, list(detections))
+        if detections:
+            return Screened(event, detections)
+        hook_set = self.hooks.cached()
+        if hook_set is None or not hook_set.synced:
+            return Screened(event)  # finish() waits for the Hooks or answers "not ready"
+        if is_healthy(event):
+            hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
+            if self.recovery.may_concern(event, hooks):
+                return Screened(event)
+        # No rule wants it and it ends no incident: its owner (an API read, for an Event
+        # about a Pod not seen yet) would change nothing.
+        return self._done(Outcome(event=event, ignored=Reason(Code.NO_RULE, why_no_rule(event))))
+
+    def finish(self, screened: Screened) -> Outcome:
+        """The rest of :meth:`screen`'s work, I/O included."""
+        target = screened.event
+        if isinstance(target, Reference):
+            fetched = self._fetch(target)
+            if isinstance(fetched, NotOfInterest):
+                fetched = Outcome(ignored=Reason(fetched.code, fetched.reason))
+            if isinstance(fetched, Outcome):
+                return self._done(fetched)
+            again = self._screen_event(fetched)
+            if isinstance(again, Outcome):
+                return again
+            screened = again
+        assert isinstance(screened.event, ClusterEvent)
+        return self._done(self._act(screened.event, screened.detections))
+
+    def _done(self, outcome: Outcome) -> Outcome:
         self.recorder.record(outcome)
         # Counted here, where every Outcome is made (this and the sweep), rather than in a
         # recorder: recorders differ by mode and are replaced in tests, the pipeline is not.
         metrics.event_processed(outcome)
         return outcome
-
-    def _process(self, envelope: Envelope) -> Outcome:
-        decoded = decode(envelope, self.clock.now())
-        if isinstance(decoded, Reference):
-            fetched = self._fetch(decoded)
-            if isinstance(fetched, Outcome):
-                return fetched
-            decoded = fetched
-        if isinstance(decoded, NotOfInterest):
-            return Outcome(ignored=Reason(decoded.code, decoded.reason))
-        return self.process_event(decoded)
 
     def _fetch(self, reference: Reference) -> ClusterEvent | NotOfInterest | Outcome:
         """Reference mode carries only a name: read the object it names."""
@@ -194,12 +247,9 @@ class Pipeline:
             return Outcome(ignored=Reason(Code.GONE, f"{ref.display} no longer exists"))
         return decode_object(obj, action=reference.action, observed_at=reference.observed_at)
 
-    def process_event(self, event: ClusterEvent) -> Outcome:
-        self._sweeper.ensure_started()  # in the worker that serves, after gunicorn forked
+    def _act(self, event: ClusterEvent, detections: tuple[Detection, ...]) -> Outcome:
         event = self._with_owner(event)
-        detections = classify(event, self.rules)
-        self.memory.observe(event, detections)
-        types = tuple(event_types(detections))
+        types = tuple(event_types(list(detections)))
         hook_set = self.hooks.current()
         if not hook_set.synced:
             # Answering 202 now would lose the event: ask for a redelivery instead.
@@ -208,14 +258,14 @@ class Pipeline:
             )
         # Only the Hooks that can see this namespace: the event's own and the control one's.
         hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
-        healed = self._recover(event, hooks) if is_healthy(event) else ()
+        healed = self.recovery.recover(event, hooks) if is_healthy(event) else ()
         if not detections:
             ignored = Reason(Code.NO_RULE, why_no_rule(event))
             return Outcome(event=event, ignored=ignored, results=healed)
-        matches = match(event, detections, hooks, self.config.control_namespace)
+        matches = match(event, list(detections), hooks, self.config.control_namespace)
         if not matches:
             control = self.config.control_namespace
-            ignored = Reason(Code.NO_HOOK, why_no_hook(event, detections, hooks, control))
+            ignored = Reason(Code.NO_HOOK, why_no_hook(event, list(detections), hooks, control))
             return Outcome(event_types=types, event=event, ignored=ignored, results=healed)
         units = self._incidents(event, matches)
         limit = self.config.max_calls_per_event
@@ -268,9 +318,7 @@ class Pipeline:
     def _with_owner(self, event: ClusterEvent) -> ClusterEvent:
         """Group an Event about a Pod by the Pod's workload, as its Pod events are grouped."""
         if event.subject.kind == "Pod":
-            if self.reader is not None:
-                self.reader.remember(event.object)
-            return event
+            return event  # its own owner references are in the object
         if event.owner is not None or event.involved.kind != "Pod":
             return event
         owner = self.memory.workload_of(event.involved)
@@ -287,76 +335,17 @@ class Pipeline:
                 )
         return replace(event, owner=owner) if owner is not None else event
 
-    def _recover(self, event: ClusterEvent, hooks: tuple[Hook, ...]) -> tuple[FiringResult, ...]:
-        """A healthy object leaves the incidents it was failing in: one that is left with no
-        failing object is over (its session is told), or, if it never opened, healed."""
-        done = []
-        resource = event.involved.display
-        for hook in hooks:
-            for key in self._candidates(event, hook):
-                try:
-                    decision = self.dedup.resolve(key, resource)
-                except StoreError as exc:
-                    log(
-                        logger,
-                        logging.WARNING,
-                        "could not resolve an incident",
-                        key=key.id,
-                        error=str(exc),
-                    )
-                    continue
-                if decision is None or decision.record is None:
-                    continue
-                record = decision.record
-                config = hook.configuration(key.event_type) or hook.configurations[0]
-                if decision.verdict is Verdict.RESOLVED:
-                    told = self.sessions.tell_resolved(hook, record, decision.reason)
-                    status = Status.RESOLVED
-                    done.append(
-                        FiringResult(
-                            hook,
-                            config,
-                            None,
-                            key,
-                            status,
-                            record=record,
-                            reason=decision.reason,
-                            agent_called=told is not None,
-                        )
-                    )
-                elif decision.verdict is Verdict.HEALED:
-                    done.append(
-                        FiringResult(
-                            hook,
-                            config,
-                            None,
-                            key,
-                            Status.HELD,
-                            record=record,
-                            reason=decision.reason,
-                        )
-                    )
-        return tuple(done)
-
-    def _candidates(self, event: ClusterEvent, hook: Hook) -> set[DedupKey]:
-        """The incidents of this Hook the object may be failing in."""
-        if not hook_sees(hook, event.namespace, self.config.control_namespace):
-            return set()
-        facts = self.memory.facts(event, None)
-        groups = {(event.namespace, event.involved.display)}
-        workload = facts.workload or event.owner
-        if workload is not None:
-            groups.add((event.namespace, workload.display))
-        if facts.node:
-            groups.add(("", f"Node/{facts.node}"))
-        if facts.pull is not None and facts.pull.transient:
-            groups.add(("", f"Registry/{facts.pull.registry}/{facts.pull.pull_class}"))
-        families = {self.correlation.family(t, hook.event_types) for t in hook.event_types}
-        return {DedupKey(hook.key, f, ns, g) for f in families for ns, g in groups}
-
     def sweep(self) -> list[tuple[Hook, Record]]:
         """Incidents that went quiet for their window are over (see khook.sweep)."""
         return sweep(self.hooks, self.dedup, self.sessions, self.clock, self.recorder)
+
+
+@dataclass(frozen=True)
+class Screened:
+    """An event :meth:`Pipeline.screen` could not answer without I/O, and what it found."""
+
+    event: ClusterEvent | Reference
+    detections: tuple[Detection, ...] = ()
 
 
 @dataclass

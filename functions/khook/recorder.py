@@ -45,27 +45,15 @@ class LogRecorder:
         self._sampled = OncePer(IGNORED_EVERY, clock or SystemClock())
 
     def record(self, outcome: Outcome) -> None:
+        if not outcome.results:
+            self._not_acted_on(outcome)
+            return
         event = outcome.event
         subject = event.involved.display if event else ""
         cloudevent = {
             "ceId": event.envelope_id or None if event else None,
             "ceSource": event.source or None if event else None,
         }
-        if not outcome.results:
-            reason = outcome.reason()
-            due, held_back = self._sampled.due(reason.code.value)
-            log(
-                logger,
-                logging.INFO if due else logging.DEBUG,
-                "event not acted on",
-                **cloudevent,
-                eventTypes=list(outcome.event_types),
-                resource=subject,
-                reason=reason.code.value,
-                why=reason.text,
-                heldBack=held_back if due else None,
-            )
-            return
         for r in outcome.results:
             log(
                 logger,
@@ -88,3 +76,23 @@ class LogRecorder:
                 count=r.record.count if r.record else None,
                 retryable=r.retryable if r.status is Status.FAILED else None,
             )
+
+    def _not_acted_on(self, outcome: Outcome) -> None:
+        reason = outcome.reason()
+        due, held_back = self._sampled.due(reason.code.value)
+        level = logging.INFO if due else logging.DEBUG
+        if not logger.isEnabledFor(level):
+            return  # most of a stream: the line is not written, so it is not built
+        event = outcome.event
+        log(
+            logger,
+            level,
+            "event not acted on",
+            ceId=event.envelope_id or None if event else None,
+            ceSource=event.source or None if event else None,
+            eventTypes=list(outcome.event_types),
+            resource=event.involved.display if event else "",
+            reason=reason.code.value,
+            why=reason.text,
+            heldBack=held_back if due else None,
+        )

@@ -8,6 +8,7 @@ not survive into the worker that serves requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -15,9 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, TypeVar
-
-from kubernetes.client import ApiClient
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from khook import metrics
 from khook.admission import Admission, policy_from_settings
@@ -50,6 +49,9 @@ from khook.sessions import Budget
 from khook.settings import Settings, SettingsError
 from khook.startup import preflight, shown_url
 from khook.stores import CachedRecords, Deduplicator, MeteredRecords, open_store
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 logger = logging.getLogger("khook")
 
@@ -265,9 +267,16 @@ class Runtime:
     gunicorn forks the worker (never in the master, whose threads would not survive the fork).
     """
 
-    def __init__(self, settings: Settings, factory: Callable[[], Pipeline]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        factory: Callable[[], Pipeline],
+        *,
+        prestart: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self._factory = factory
+        self._prestart = prestart  # what warm() starts ahead of the build
         self._pipeline: Pipeline | None = None
         self._error = ""
         self._failed_at = float("-inf")
@@ -302,6 +311,10 @@ class Runtime:
                     raise NotReady(self._error) from exc
             return self._pipeline
 
+    def built(self) -> Pipeline | None:
+        """The pipeline, if it is built: never waits, never builds."""
+        return self._pipeline
+
     def executor(self) -> ThreadPoolExecutor:
         pid = os.getpid()
         if self._executor is None or self._executor_pid != pid:
@@ -324,12 +337,15 @@ class Runtime:
             self.executor(), context.run, lambda: work(self.pipeline())
         )
 
-    def warm(self) -> None:
-        """Build the pipeline in the background, so the first event does not wait for it."""
+    def warm(self, on_built: Callable[[], object] | None = None) -> None:
+        """Build the pipeline in the background, so the first event does not wait for it;
+        then call ``on_built``."""
         with self._lock:
             if self._warming or self._pipeline is not None:
                 return
             self._warming = True
+        if self._prestart is not None:
+            self._prestart()
 
         def build() -> None:
             try:
@@ -339,6 +355,8 @@ class Runtime:
             finally:
                 with self._lock:
                     self._warming = False
+            if on_built is not None:
+                on_built()
             self._announce(pipeline)
 
         threading.Thread(target=build, name="khook-warm", daemon=True).start()
@@ -394,7 +412,18 @@ def install(runtime: Runtime) -> None:
 
 
 def for_settings(settings: Settings) -> Runtime:
-    return Runtime(settings, lambda: build_pipeline(settings))
+    return Runtime(
+        settings, lambda: build_pipeline(settings), prestart=lambda: prestart_renderer(settings)
+    )
+
+
+def prestart_renderer(settings: Settings) -> None:
+    """Start the render processes in the background, ahead of the build: loading the Hooks
+    trial-renders every prompt in them, and a process takes a while to start (on another
+    CPU, while this process gets on with the build). Settings they cannot start with are left
+    to the build to report."""
+    with contextlib.suppress(ValueError):
+        build_renderer(settings).prestart()
 
 
 def current() -> Runtime:

@@ -18,8 +18,6 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from kubernetes import client, config
-
 from khook.admission import policy_from_settings
 from khook.agent import check_agent_url, check_user_id_template
 from khook.auth import SenderAllowList, build_authenticator
@@ -131,6 +129,9 @@ def _check_credentials(settings: Settings) -> None:
     current context. Loading them reads files only; whether the API server answers is
     weather (``/readyz`` says so until it does)."""
     why = _why_cluster(settings)
+    # Only a mode that talks to the cluster comes here: local mode never imports the client.
+    from kubernetes import client, config  # noqa: PLC0415
+
     try:
         if settings.in_cluster:
             config.load_incluster_config(client_configuration=client.Configuration())  # type: ignore[no-untyped-call]

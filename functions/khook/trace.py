@@ -73,11 +73,16 @@ class TraceContext:
 
 
 NO_TRACE = TraceContext()
+_TRACE_HEADERS = frozenset(
+    {TRACEPARENT, TRACESTATE, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS}
+)
 _current: ContextVar[TraceContext] = ContextVar("khook_trace", default=NO_TRACE)
 
 
 def from_headers(headers: Mapping[str, str]) -> TraceContext:
     """The trace context of a request's headers (any case); what is not valid is left out."""
+    if _TRACE_HEADERS.isdisjoint(map(str.lower, headers)):
+        return NO_TRACE  # most requests: no trace to pass on
     lower = {k.lower(): v.strip() for k, v in headers.items()}
     out: dict[str, str] = {}
     trace_id = span_id = ""

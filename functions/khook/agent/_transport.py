@@ -9,13 +9,13 @@ No proxy from the environment is used: Kagent is called directly.
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpcore
-import httpx
 
 from khook import __version__
 from khook.agent._deadline import DeadlineBackend, deadline
@@ -95,7 +95,7 @@ class Transport:
         self.origin = origin
         self._pool = httpcore.ConnectionPool(
             # Certificates as httpx finds them (certifi, or SSL_CERT_FILE / SSL_CERT_DIR).
-            ssl_context=httpx.create_ssl_context() if origin.scheme == "https" else None,
+            ssl_context=_ssl_context() if origin.scheme == "https" else None,
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=KEEPALIVE_SECONDS,
@@ -167,6 +167,13 @@ class Transport:
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default context (its CA bundle): imported only for an https agent."""
+    import httpx  # noqa: PLC0415
+
+    return httpx.create_ssl_context()
 
 
 def _read(response: httpcore.Response, limit: int) -> Answer:

@@ -23,13 +23,13 @@ import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from jwt import PyJWK
-from jwt.exceptions import PyJWTError
+from typing import TYPE_CHECKING, Any, Protocol
 
 from khook.clock import Clock
 from khook.kubeapi import KubeError, api_errors
+
+if TYPE_CHECKING:
+    from jwt import PyJWK
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/openid/v1/jwks"
@@ -138,6 +138,10 @@ def parse_jwks(document: Mapping[str, Any]) -> dict[str, dict[str, PyJWK]]:
 
 def _algorithms(jwk: dict[str, Any]) -> dict[str, PyJWK]:
     """One verifier per algorithm the key may be used with."""
+    # PyJWT on first use: only sender authentication by OIDC reads keys.
+    from jwt import PyJWK  # noqa: PLC0415
+    from jwt.exceptions import PyJWTError  # noqa: PLC0415
+
     kty, declared = jwk.get("kty"), jwk.get("alg")
     if kty == "RSA":
         candidates: tuple[str, ...] = RSA_ALGORITHMS

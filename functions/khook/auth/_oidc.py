@@ -23,9 +23,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jwt import PyJWS
-from jwt.exceptions import PyJWTError
-
 from khook.auth._base import (
     InvalidToken,
     Sender,
@@ -129,6 +126,9 @@ class OIDCAuthenticator:
         self._clock = clock
         self._verified = verified or VerifiedTokens()
         # Signature checks only; every claim is checked below against the injected clock.
+        # PyJWT on first use: only this mode needs it.
+        from jwt import PyJWS  # noqa: PLC0415
+
         self._jws = PyJWS(algorithms=list(ALGORITHMS))
 
     def authenticate(self, headers: Mapping[str, str]) -> Sender:
@@ -166,6 +166,8 @@ class OIDCAuthenticator:
         key = verifiers.get(algorithm)
         if key is None:
             raise InvalidToken("algorithm does not match the signing key")
+        from jwt.exceptions import PyJWTError  # noqa: PLC0415 - loaded by __init__
+
         try:
             payload = self._jws.decode(token, key=key, algorithms=[algorithm])
             claims = json.loads(payload)

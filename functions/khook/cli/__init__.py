@@ -8,28 +8,42 @@ would see of ``cat``. Each command documents its own others.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from khook import __version__
-from khook.cli import render, replay, send, serve, source, validate
-from khook.cli._common import USAGE_ERROR, KhookParser
+from khook.cli._common import COMMANDS, USAGE_ERROR, KhookParser
 from khook.logs import fatal
 
 CLOSED_PIPE = 128 + 13  # 128 + SIGPIPE
 
 
-def parser() -> KhookParser:
+def parser(argv: Sequence[str] | None = None) -> KhookParser:
+    """The command line's parser. Only the command ``argv`` names is imported, with what it
+    needs (``khook serve`` the server, ``khook send`` an HTTP client, ...); the others are
+    listed by name and one line of help, which is all ``khook --help`` shows of them. Without
+    ``argv`` every command is imported."""
     top = KhookParser(
         prog="khook",
         description="Kubernetes event hooks for AI agents: CloudEvents in, Kagent A2A calls out.",
     )
     top.add_argument("--version", action="version", version=f"khook {__version__}")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, send, validate, render, source, replay):
-        module.add_parser(sub)
+    wanted = None if argv is None else _command(argv)
+    for name, text in COMMANDS.items():
+        if argv is None or name == wanted:
+            importlib.import_module(f"khook.cli.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=text)
     return top
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names: its first word that is not an option (khook's own options,
+    ``--help`` and ``--version``, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    top = parser()
+    top = parser(sys.argv[1:] if argv is None else argv)
     args, extra = top.parse_known_args(argv)
     if extra:  # said by the command's parser, so `khook serve --bogus` is JSON like the rest
         message = f"unrecognized arguments: {' '.join(extra)}"

@@ -7,9 +7,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
-
 from khook.core import cloudevent
 from khook.core.cloudevent import CloudEventError
 from khook.logs import fatal
@@ -17,6 +14,19 @@ from khook.settings import DEFAULT_CONTROL_NAMESPACE, ENV
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
+    from cloudevents.http import CloudEvent
+
+# Every command, and the line `khook --help` shows for it. A command's module is imported only
+# when it runs (khook.cli.parser): what one needs (a server, an HTTP client, a cluster
+# connection) costs the others nothing.
+COMMANDS = {
+    "serve": "serve the function (the same app functions-framework serves)",
+    "send": "post sample CloudEvents to a khook function",
+    "validate": "check Hook and rules files",
+    "render": "show the prompt and A2A request a Hook makes for an event",
+    "source": "watch a cluster and post ApiServerSource-shaped CloudEvents (no Knative needed)",
+    "replay": "play recorded storms through khook on the recording's clock",
+}
 
 # Hop-by-hop and transport headers in captured requests; the HTTP client sets its own.
 _TRANSPORT_HEADERS = {"host", "content-length", "accept-encoding", "user-agent", "connection"}
@@ -101,6 +111,8 @@ def load_sample(path: Path, *, structured: bool = False) -> tuple[dict[str, str]
             envelope = cloudevent.parse(headers, body)
         except CloudEventError as exc:
             raise SampleError(f"{path}: {exc}") from exc
+        from cloudevents.http import CloudEvent  # noqa: PLC0415 - the SDK on first use
+
         return _to_http(CloudEvent(dict(envelope.attributes), envelope.data), structured)
     if "specversion" in doc:
         body = _compact(doc)
@@ -111,6 +123,8 @@ def load_sample(path: Path, *, structured: bool = False) -> tuple[dict[str, str]
 
 
 def wrap_object(obj: Mapping[str, Any], action: str = "update") -> CloudEvent:
+    from cloudevents.http import CloudEvent  # noqa: PLC0415 - the SDK on first use
+
     raw_meta = obj.get("metadata")
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
     namespace = str(meta.get("namespace", ""))
@@ -132,6 +146,8 @@ def wrap_object(obj: Mapping[str, Any], action: str = "update") -> CloudEvent:
 
 
 def _to_http(event: CloudEvent, structured: bool) -> tuple[dict[str, str], bytes]:
+    from cloudevents.conversion import to_binary, to_structured  # noqa: PLC0415
+
     headers, body = to_structured(event) if structured else to_binary(event)
     return {str(k): str(v) for k, v in headers.items()}, body if isinstance(body, bytes) else b""
 

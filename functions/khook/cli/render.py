@@ -9,6 +9,7 @@ from typing import Any
 
 from khook.agent import A2AVersion, AgentRequest, AgentResult, DryRunClient
 from khook.cli._common import (
+    COMMANDS,
     SampleError,
     add_control_namespace_option,
     add_rules_option,
@@ -60,6 +61,9 @@ class _Static:
     def current(self, wait: bool = True) -> HookSet:
         return self._hooks
 
+    def cached(self) -> HookSet | None:
+        return self._hooks
+
     def close(self) -> None:
         pass
 
@@ -72,7 +76,7 @@ class _Silent:
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "render",
-        help="show the prompt and A2A request a Hook makes for an event",
+        help=COMMANDS["render"],
         description="Run an event through classification, matching and prompt rendering "
         "against the Hooks in a file, and print each prompt and the A2A request khook would "
         "send. Nothing is sent and no dedup record is kept.",

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from khook.cli._common import COMMANDS
 from khook.logs import configure
 from khook.replay import (
     ReplayInputError,
@@ -24,7 +25,7 @@ from khook.settings import ENV
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "replay",
-        help="play recorded storms through khook on the recording's clock",
+        help=COMMANDS["replay"],
         description="Play recorded CloudEvents (JSON lines of ApiServerSource requests, or a "
         "`kubectl get events,pods -A -o json` snapshot) through the real pipeline, with a "
         "virtual clock that jumps to each event's ce-time: an hour of storm plays in seconds. "

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from khook.cli._common import SampleError, load_sample
+from khook.cli._common import COMMANDS, SampleError, load_sample
 from khook.settings import Settings
 from khook.startup import shown_url
 
@@ -36,7 +36,7 @@ def _url(value: str) -> str:
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "send",
-        help="post sample CloudEvents to a khook function",
+        help=COMMANDS["send"],
         description="Post CloudEvents from files (captured requests, structured CloudEvents or "
         "bare Kubernetes objects) and print each answer's status and X-Khook-* headers. For a "
         "khook with KHOOK_AUTH=token it sends the secret in KHOOK_AUTH_TOKEN(_FILE).",

@@ -15,7 +15,7 @@ from typing import Any
 from functions_framework import create_app
 
 from khook import runtime
-from khook.cli._common import add_control_namespace_option, add_rules_option, env_help
+from khook.cli._common import COMMANDS, add_control_namespace_option, add_rules_option, env_help
 from khook.logs import configure
 from khook.serving import GunicornApp, gunicorn_options
 from khook.settings import DEFAULT_DEDUP, Settings
@@ -32,7 +32,7 @@ def add_parser(sub: Any) -> None:
         "serve",
         # A server prints JSON lines only: its usage errors too (khook.cli._common).
         json_errors=True,
-        help="serve the function (the same app functions-framework serves)",
+        help=COMMANDS["serve"],
         description="Serve khook over HTTP. Every flag can also be set by its environment "
         "variable; flags win. With no agent URL khook runs dry: it logs the exact A2A request "
         "instead of sending it.",

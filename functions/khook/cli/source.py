@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import Any
 
+from khook.cli._common import COMMANDS
 from khook.emitter import COMPONENT, KINDS, Emitter, Sender
 from khook.kubeapi import KubeError, connect
 from khook.logs import configure, log
@@ -16,7 +17,7 @@ from khook.settings import Settings
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "source",
-        help="watch a cluster and post ApiServerSource-shaped CloudEvents (no Knative needed)",
+        help=COMMANDS["source"],
         description="List then watch Events, Pods and Nodes and post each change to the sink "
         "as a CloudEvent shaped exactly like a Knative ApiServerSource in Resource mode, "
         "retrying like its adapter. Objects that exist at start are not replayed. Uses the "

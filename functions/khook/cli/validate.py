@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from khook.admission import Admission, PromptCheck, policy_from_settings
-from khook.cli._common import add_control_namespace_option, add_rules_option, env_help
+from khook.cli._common import COMMANDS, add_control_namespace_option, add_rules_option, env_help
 from khook.core.hook_fields import show
 from khook.core.rules import RulesError, RuleTable, parse_rules
 from khook.core.tenancy import AgentPolicy, PolicyError
@@ -29,7 +29,6 @@ from khook.files import (
     load_rules,
     parse_hook_documents,
 )
-from khook.runtime import build_renderer
 from khook.settings import Settings, SettingsError
 
 Out = Callable[[str], None]
@@ -39,7 +38,7 @@ _LINE_LIMIT = 4000  # characters of one printed finding
 def add_parser(sub: Any, prompt_check: PromptCheck | None = None) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "validate",
-        help="check Hook and rules files",
+        help=COMMANDS["validate"],
         description="Check Hooks and classification rules files as khook would admit them "
         "(shape, agent policy, per-namespace quota, prompts); exits 1 with every problem "
         "found. Event types defined by rules files given here count as known.",
@@ -76,6 +75,9 @@ def run(args: argparse.Namespace, prompt_check: PromptCheck | None = None) -> in
     if prompt_check is None:
         # Prompts are trial-rendered exactly as khook serve does: in the sandbox processes.
         # With settings that do not load, validate() reports their problem as a finding.
+        # (The runtime on first use: it brings the agent client, stores and cluster parts.)
+        from khook.runtime import build_renderer  # noqa: PLC0415
+
         with contextlib.suppress(SettingsError):
             prompt_check = build_renderer(Settings.from_env()).check
     return validate(args.files, overrides, prompt_check=prompt_check)

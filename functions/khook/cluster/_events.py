@@ -7,16 +7,17 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
-
-from kubernetes import client
+from typing import TYPE_CHECKING, Any
 
 from khook.clock import Clock
 from khook.core.objects import format_time
-from khook.kubeapi import TIMEOUT, AlreadyExists, KubeError, NotFound, api_errors
+from khook.kubeapi import TIMEOUT, AlreadyExists, KubeError, NotFound, api_errors, core_v1
 from khook.kubeapi import body as as_body
 from khook.logs import log
 from khook.ticker import Ticker
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 logger = logging.getLogger("khook.events")
 
@@ -57,7 +58,7 @@ class HookEventWriter:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         clock: Clock,
         identity: str,
         *,
@@ -65,7 +66,7 @@ class HookEventWriter:
         duplicate_every: float = 30.0,
     ) -> None:
         self._api = api
-        self._core = client.CoreV1Api(api)
+        self._core = core_v1(api)
         self._clock = clock
         self._identity = identity
         self._duplicate_every = duplicate_every

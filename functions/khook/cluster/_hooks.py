@@ -6,9 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
-
-from kubernetes import client
+from typing import TYPE_CHECKING, Any
 
 from khook import metrics
 from khook.admission import Admission, Ranking, Reading, Verdict
@@ -16,8 +14,12 @@ from khook.clock import Clock
 from khook.core.hooks import Hook, HookInvalid, Reason, hook_identity
 from khook.core.objects import get_int, get_str
 from khook.files import HookSet
+from khook.kubeapi import custom_objects
 from khook.listwatch import ListWatch
 from khook.logs import log
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 logger = logging.getLogger("khook.hooks")
 
@@ -63,7 +65,7 @@ class ClusterHookSource:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         *,
         known_types: frozenset[str],
         control_namespace: str,
@@ -75,7 +77,7 @@ class ClusterHookSource:
         max_backoff: float = 30.0,
         admission: Admission | None = None,
     ) -> None:
-        self._objects = client.CustomObjectsApi(api)
+        self._objects = custom_objects(api)
         # Which Hooks are in force (agent policy, quota, prompt checks): built by the caller
         # from its settings; the default admits with the default policy and no prompt check.
         self._admission = admission or Admission(
@@ -101,6 +103,9 @@ class ClusterHookSource:
         self._watchers: list[ListWatch] = []
 
     # ---- the HookSource face ------------------------------------------------------------
+
+    def cached(self) -> HookSet | None:
+        return self._hook_set  # None after a change, until current() rebuilds it
 
     def current(self, wait: bool = True) -> HookSet:
         if wait and not self._ready.is_set():
@@ -168,8 +173,10 @@ class ClusterHookSource:
         self._notify(changed + removed)
         self._listed.add(scope)
         if self._listed >= set(self._scopes):
-            self._ready.set()
+            # Both under the lock: a reader woken by the flag must find the set invalidated
+            # already, or the set it builds (synced) would be thrown away and built again.
             with self._lock:
+                self._ready.set()
                 self._hook_set = None  # now synced
         with self._lock:
             docs = [d for d in self._docs.values() if not scope or d.namespace == scope]

@@ -3,13 +3,14 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
-
-from kubernetes import client
+from typing import TYPE_CHECKING, Any
 
 from khook.clock import Clock
 from khook.core.objects import ObjectRef, controller_owner
-from khook.kubeapi import TIMEOUT, NotFound, api_errors, read_json
+from khook.kubeapi import TIMEOUT, NotFound, api_errors, core_v1, read_json
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 class _TTLCache:
@@ -41,14 +42,14 @@ class ClusterObjectReader:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         clock: Clock,
         *,
         object_ttl: float = 2.0,
         owner_ttl: float = 600.0,
         limit: int = 10_000,
     ) -> None:
-        self._core = client.CoreV1Api(api)
+        self._core = core_v1(api)
         self._objects = _TTLCache(clock, object_ttl, limit)
         self._owners = _TTLCache(clock, owner_ttl, limit)
 

@@ -4,18 +4,19 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
-
-from kubernetes import client
+from typing import TYPE_CHECKING, Any
 
 from khook.clock import Clock
 from khook.cluster._events import HookEventWriter
 from khook.cluster._hooks import GROUP, PLURAL, VERSION, HookDoc
 from khook.core.status import active_events, readiness, ready_condition, status_patch
-from khook.kubeapi import MERGE_PATCH, TIMEOUT, KubeError, NotFound, api_errors
+from khook.kubeapi import MERGE_PATCH, TIMEOUT, KubeError, NotFound, api_errors, custom_objects
 from khook.logs import log
 from khook.stores import RecordStore, StoreError
 from khook.ticker import Ticker
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 logger = logging.getLogger("khook.status")
 
@@ -31,7 +32,7 @@ class HookStatusWriter:
 
     def __init__(
         self,
-        api: client.ApiClient,
+        api: ApiClient,
         store: RecordStore,
         clock: Clock,
         *,
@@ -40,7 +41,7 @@ class HookStatusWriter:
         interval: float = 2.0,
         recheck_every: float = 30.0,
     ) -> None:
-        self._objects = client.CustomObjectsApi(api)
+        self._objects = custom_objects(api)
         self._store = store
         self._clock = clock
         self._events = events

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from khook.core.events import ClusterEvent
+from khook.core.objects import get_str
 from khook.core.rules import Rule, RuleTable
-from khook.core.signals import Signal, extract_signals
+from khook.core.signals import Signal, Source, extract_signals
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class Detection:
 
 
 def classify(event: ClusterEvent, table: RuleTable) -> list[Detection]:
+    if event.subject.kind == "Event" and not table.may_match(Source.EVENT, _reason(event)):
+        return []  # an Event's one signal, by its reason alone: most Events end here
     detections = []
     for signal in extract_signals(event):
         rule = table.first_match(signal)
@@ -30,3 +33,7 @@ def classify(event: ClusterEvent, table: RuleTable) -> list[Detection]:
 def event_types(detections: list[Detection]) -> list[str]:
     """Distinct event types, in order of first detection."""
     return list(dict.fromkeys(d.event_type for d in detections))
+
+
+def _reason(event: ClusterEvent) -> str:
+    return get_str(event.object, "reason")  # what the Event's signal carries as its reason

@@ -153,6 +153,12 @@ class CorrelationTable:
         )
 
     @cached_property
+    def pull_memo(self) -> dict[tuple[str, str], Any]:
+        """What khook.core.registry.classify_pull found for a (message, image) under this
+        table: a storm repeats a few messages thousands of times. Bounded there."""
+        return {}
+
+    @cached_property
     def _chains(self) -> dict[str, tuple[str, ...]]:
         index: dict[str, tuple[str, ...]] = {}
         for chain in self.precedence:

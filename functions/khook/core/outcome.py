@@ -74,6 +74,9 @@ class Counts:
         )
 
 
+_NO_COUNTS = Counts()
+
+
 @dataclass(frozen=True)
 class Outcome:
     event_types: tuple[str, ...] = ()
@@ -111,6 +114,8 @@ class Outcome:
         """One state per incident the event touched (per Hook): the first of fired,
         followup, failed, held, duplicate (in-flight counts as duplicate), stale that any of
         its signals came to."""
+        if not self.results:
+            return _NO_COUNTS  # most answers: nothing acted on
         tally = dict.fromkeys(_PRECEDENCE, 0)
         for result in self.incidents():
             tally[result.status] += 1
@@ -128,6 +133,8 @@ class Outcome:
         (the first of the precedence, with the incidents in it); else why nothing was acted on."""
         if self.error is not None:
             return self.error
+        if not self.results and self.ignored is not None:
+            return self.ignored
         retrying = [r for r in self.results if r.status is Status.FAILED and r.retryable]
         if retrying:
             code = Code.STORE_UNAVAILABLE if retrying[0].failure == "store" else None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from khook.core.correlation import CorrelationTable, first_match, searchable
 
 MAX_EXAMINED = 4_096  # characters of a message that are examined (patterns.SEARCH_LIMIT)
+MEMO_LIMIT = 1_024  # answers remembered per table: at most ~4 MiB of messages
 MAX_IMAGE_LENGTH = 512  # a reference: name <= 255, tag <= 128, digest <= 135 (sha512)
 MAX_DETAIL_LENGTH = 200  # characters of the matched phrase kept in PullFailure.detail
 UNKNOWN = "unknown"
@@ -77,8 +78,23 @@ def classify_pull(message: str, table: CorrelationTable, image: str = "") -> Pul
 
     ``image`` is the reference to assume when the message quotes none (a CRI-O waiting
     message, from the Pod's spec). Text no ``pullErrors`` entry matches is ``unknown``.
+    Remembered per table (at most ``MEMO_LIMIT`` answers): the answer depends on nothing else.
     """
-    text = searchable(message[:MAX_EXAMINED]) if isinstance(message, str) else ""
+    examined = message[:MAX_EXAMINED] if isinstance(message, str) else ""
+    key = (examined, image if isinstance(image, str) else "")
+    memo = table.pull_memo
+    if key in memo:
+        found: PullFailure | None = memo[key]
+        return found
+    found = _classify_pull(examined, table, key[1])
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()  # a storm's few messages come back at once; nothing else is worth more
+    memo[key] = found
+    return found
+
+
+def _classify_pull(message: str, table: CorrelationTable, image: str) -> PullFailure | None:
+    text = searchable(message)
     reference = image_in(text) or (image if _is_reference(image) else "")
     registry = registry_of(reference)
     examined = without_reference(text, reference)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from khook.core.hook_fields import show
@@ -91,7 +92,33 @@ class RuleTable:
         return RuleTable(self.rules + other.rules, self.warnings + other.warnings)
 
     def first_match(self, signal: Signal) -> Rule | None:
-        return next((rule for rule in self.rules if rule.matches(signal)), None)
+        # Only the rules that could match the signal's source and reason are tried, in table
+        # order: most of a stream (Normal Events, healthy objects) meets none of them.
+        index = self._index
+        candidates = index.get((signal.source, signal.reason.lower()))
+        if candidates is None:
+            candidates = index.get((signal.source, None), ())
+        return next((rule for rule in candidates if rule.matches(signal)), None)
+
+    def may_match(self, source: Source, reason: str) -> bool:
+        """Whether any rule could match a signal of ``source`` with ``reason`` (False: none
+        will, whatever the rest of the signal)."""
+        index = self._index
+        return bool(index.get((source, reason.lower())) or index.get((source, None)))
+
+    @cached_property
+    def _index(self) -> dict[tuple[Source, str | None], tuple[Rule, ...]]:
+        """(source, reason) -> the rules that name that reason or no reason; (source, None) ->
+        the rules that name no reason. Built on first use; the table is immutable."""
+        index: dict[tuple[Source, str | None], list[Rule]] = {}
+        for source in Source:
+            mine = [rule for rule in self.rules if rule.source is source]
+            index[(source, None)] = [rule for rule in mine if not rule.reasons]
+            for reason in {r for rule in mine for r in rule.reasons}:
+                index[(source, reason)] = [
+                    rule for rule in mine if not rule.reasons or reason in rule.reasons
+                ]
+        return {key: tuple(rules) for key, rules in index.items()}
 
 
 def parse_rules(document: Any, origin: str) -> RuleTable:

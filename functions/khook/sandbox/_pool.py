@@ -1,9 +1,11 @@
 """A few render processes, shared by every renderer in one khook process.
 
-Processes start on first use, never at import (gunicorn imports, then forks: a forked child
-drops what it inherited and starts its own). A render that overruns its deadline has its
-process killed; the next render starts a fresh one. The processes end with khook: at exit
-they are told to stop, and should khook die they read end-of-file on stdin and exit.
+Processes start on first use, or when khook asks ahead (:meth:`Pool.prestart`: a worker that
+has just started, so its first render need not wait for a process), never at import (gunicorn
+imports, then forks: a forked child drops what it inherited and starts its own). A render
+that overruns its deadline has its process killed; the next render starts a fresh one. The
+processes end with khook: at exit they are told to stop, and should khook die they read
+end-of-file on stdin and exit.
 """
 
 from __future__ import annotations
@@ -112,11 +114,50 @@ class Pool:
         self._idle: list[_Process] = []
         self._busy: set[_Process] = set()
         self._count = 0  # processes idle, busy or starting
+        self._starting = 0  # of those, started ahead (prestart) and not idle yet
         self._generation = 0  # bumped by stop(): what was out then is not counted back in
 
     def pids(self) -> list[int]:
         with self._cond:
             return sorted(p.pid for p in (*self._idle, *self._busy))
+
+    def prestart(self) -> None:
+        """Start the processes not running yet, each on a thread of its own, and return at
+        once: they start on another CPU while khook gets on with starting. A render that
+        comes meanwhile waits for one of them, its deadline counted from when it has one (a
+        process's start is khook's time, not the template's). A process that cannot start is
+        left to the render that needs it to report."""
+        if self._pid != os.getpid():
+            self.forget()
+        with self._cond:
+            missing = self.size - self._count
+            if missing <= 0:
+                return
+            self._count += missing
+            self._starting += missing
+            generation = self._generation
+        for _ in range(missing):
+            threading.Thread(
+                target=self._start_ahead, args=(generation,), name="khook-render-start", daemon=True
+            ).start()
+
+    def _start_ahead(self, generation: int) -> None:
+        try:
+            process: _Process | None = _Process(self.memory_bytes)
+        except SandboxError:
+            process = None
+        with self._cond:
+            current = generation == self._generation
+            if current:
+                self._starting -= 1
+                if process is None:
+                    self._count -= 1
+                else:
+                    self.starts += 1
+                    self._idle.append(process)
+                self._cond.notify()
+        if process is not None and not current:
+            process.kill()  # the pool was stopped meanwhile
 
     def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one render request; the answer, or PromptError(kind deadline or memory)."""
@@ -163,6 +204,11 @@ class Pool:
                 if self._count < self.size:
                     self._count += 1
                     break
+                if self._starting:  # one started ahead is on its way: wait for it
+                    waited = time.monotonic()
+                    self._cond.wait(SPAWN_TIMEOUT)
+                    deadline += time.monotonic() - waited  # khook's time, not the template's
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SandboxBusy(
@@ -205,7 +251,7 @@ class Pool:
     def stop(self) -> None:
         with self._cond:
             idle, busy = self._idle, list(self._busy)
-            self._idle, self._busy, self._count = [], set(), 0
+            self._idle, self._busy, self._count, self._starting = [], set(), 0, 0
             self._generation += 1
             self._cond.notify_all()
         for process in busy:

@@ -70,7 +70,8 @@ class _Checks:
 
 
 class ProcessRenderer(_Checks):
-    """Renders in the process's shared pool of render processes (started on first use).
+    """Renders in the process's shared pool of render processes (started on first use, or
+    ahead of it: :meth:`prestart`).
 
     ``timeout``: seconds a render may take, waiting for a free process included;
     ``memory_bytes``: each process's address-space cap; ``workers``: processes at most.
@@ -97,6 +98,11 @@ class ProcessRenderer(_Checks):
             return str(answer["text"])
         error = str(answer.get("error", "prompt failed to render"))
         raise PromptError(error, str(answer.get("kind", "")))
+
+    def prestart(self) -> None:
+        """Start the render processes now, in the background (see Pool.prestart)."""
+        if not self._closed:
+            self._pool.prestart()
 
     def worker_pids(self) -> list[int]:
         """The render processes alive now (diagnostics)."""

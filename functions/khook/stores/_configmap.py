@@ -4,18 +4,29 @@ import hashlib
 import json
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from kubernetes import client
 
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
-from khook.kubeapi import TIMEOUT, KubeError, NotFound, api_errors, body, preconditions, read_json
+from khook.kubeapi import (
+    TIMEOUT,
+    KubeError,
+    NotFound,
+    api_errors,
+    body,
+    core_v1,
+    preconditions,
+    read_json,
+)
 from khook.logs import log
 from khook.stores._base import Change, StoreError, _Keep
 from khook.stores._health import Problems, StoreHealth
 from khook.stores._kube import hook_labels, managed_selector, with_retries
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 # A ConfigMap holds at most 1 MiB in all; stay well clear of it.
 MAX_DATA_BYTES = 900 * 1024
@@ -29,11 +40,9 @@ class ConfigMapRecords:
     nothing are pruned on every write, and the oldest resolved ones make room when the
     ConfigMap would outgrow what one can hold."""
 
-    def __init__(
-        self, api: client.ApiClient, namespace: str, clock: Clock, retention: timedelta
-    ) -> None:
+    def __init__(self, api: ApiClient, namespace: str, clock: Clock, retention: timedelta) -> None:
         self._api = api
-        self._core = client.CoreV1Api(api)
+        self._core = core_v1(api)
         self.namespace = namespace
         self._clock = clock
         self.retention = retention

@@ -170,13 +170,17 @@ class Deduplicator:
         self.store.update(claim.key, change)
         return stored[0] if stored else None
 
+    def knows_live(self, key: DedupKey) -> bool:
+        """Whether this process knows ``key``'s incident to be live (memory only): what
+        :meth:`resolve` checks before it reads the store."""
+        with self._live_lock:
+            until = self._live.get(key.id)
+        return until is not None and until > self._clock.now()
+
     def resolve(self, key: DedupKey, resource: str) -> Decision | None:
         """``resource`` is healthy again: it leaves the incident under ``key``, if it is one
         this process knows to be live."""
-        now = self._clock.now()
-        with self._live_lock:
-            until = self._live.get(key.id)
-        if until is None or until <= now:
+        if not self.knows_live(key):
             return None
         done: list[Decision] = []
 

@@ -4,20 +4,22 @@ import json
 import logging
 import math
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from kubernetes import client
 
+from khook import metrics
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
 from khook.core.objects import parse_time
 from khook.kubeapi import (
     TIMEOUT,
+    AlreadyExists,
     KubeError,
     NotFound,
     api_errors,
     body,
+    coordination_v1,
     micro_time,
     preconditions,
     read_json,
@@ -34,6 +36,9 @@ from khook.stores._kube import (
     with_retries,
 )
 
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 _A = "khook.dev/"
 logger = logging.getLogger("khook.dedup")
 
@@ -47,9 +52,9 @@ class LeaseRecords:
     the pod that fired; annotations carry the record.
     """
 
-    def __init__(self, api: client.ApiClient, namespace: str, identity: str, clock: Clock) -> None:
+    def __init__(self, api: ApiClient, namespace: str, identity: str, clock: Clock) -> None:
         self._api = api
-        self._leases = client.CoordinationV1Api(api)
+        self._leases = coordination_v1(api)
         self.namespace = namespace
         self._identity = identity
         self._clock = clock
@@ -69,11 +74,18 @@ class LeaseRecords:
                 guess = change(None)
                 if isinstance(guess, _Keep) or guess is None:
                     return
-                with api_errors():
-                    self._leases.create_namespaced_lease(
-                        self.namespace, body(self._body(key, guess, None)), _request_timeout=TIMEOUT
-                    )
-                return
+                try:
+                    with api_errors():
+                        self._leases.create_namespaced_lease(
+                            self.namespace,
+                            body(self._body(key, guess, None)),
+                            _request_timeout=TIMEOUT,
+                        )
+                    return
+                except AlreadyExists:
+                    # Another replica holds the incident: read it now. Not a lockstep collision
+                    # (its create is done), so no back-off as with_retries would wait.
+                    metrics.store_conflict("lease")
             lease = self._read(name)
             current = self._record(lease) if lease else None
             if current is not None and current.key != key:

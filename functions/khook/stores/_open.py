@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-
-from kubernetes import client
+from typing import TYPE_CHECKING
 
 from khook.clock import Clock
 from khook.stores._base import RecordStore
@@ -11,6 +10,9 @@ from khook.stores._configmap import ConfigMapRecords
 from khook.stores._lease import LeaseRecords
 from khook.stores._memory import MemoryRecords
 from khook.stores._tinydb import TinyDBRecords
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 DEFAULT_TINYDB_PATH = ".khook/dedup"
 KINDS = ("memory", "tinydb", "lease", "configmap")
@@ -24,7 +26,7 @@ def open_store(
     spec: str,
     clock: Clock,
     *,
-    api: client.ApiClient | None = None,
+    api: ApiClient | None = None,
     namespace: str = "",
     identity: str = "",
     retention: timedelta = timedelta(minutes=15),

@@ -40,7 +40,7 @@ from khook.stores._shard import Shard, table_of
 
 logger = logging.getLogger("khook.dedup")
 
-SHARDS = 4096  # ~27 records a shard at 110,000 records: see tests/bench.py
+SHARDS = 4096  # ~27 records a shard at 110,000 records: see tests/bench/stores.py
 MAX_SHARD_BYTES = 16 * 1024 * 1024  # larger is damage: a shard holds 1/4096 of the records
 MAX_OLD_FILE_BYTES = 256 * 1024 * 1024  # a single-file store from before sharding
 KEEP_CORRUPT = 20  # damaged files kept for inspection, per store directory

@@ -1,0 +1,110 @@
+"""What no Hook wants is answered at once, on the event loop, for no I/O (Pipeline.screen);
+everything else takes the full path, and the answer is the same either way."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from tests.conftest import FunctionFactory
+from tests.support.agent import A2AAgentServer, Fault
+from tests.support.clock import FakeClock
+from tests.support.cluster import (
+    Kube,
+    apiserver,
+    cluster_function,
+    cluster_settings,
+    config,
+    hook_doc,
+    khook_requests,
+    wait_until,
+)
+from tests.support.events import (
+    apiserver_event,
+    binary,
+    core_event,
+    oom_request,
+    oom_status,
+    outcome,
+    pod,
+    recovered,
+)
+from tests.support.function import FunctionServer
+
+OUTCOME = "X-Khook-Outcome"
+REASON = "X-Khook-Reason"
+STARTED = core_event("Started", "Started container app", type_="Normal", name="web-1-abc12")
+
+
+def post(fn: FunctionServer, obj: dict[str, Any]) -> httpx.Response:
+    return fn.post(*binary(apiserver_event(obj)))
+
+
+@contextmanager
+def agent_held(agent: A2AAgentServer) -> Iterator[threading.Event]:
+    """The agent's next call stays in flight until the event is set (or the block ends)."""
+    release = threading.Event()
+    agent.fail_next(Fault(0, on_arrival=lambda: release.wait(30)))
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_an_event_no_rule_wants_is_answered_while_every_worker_is_busy(
+    make_function: FunctionFactory, agent: A2AAgentServer
+) -> None:
+    fn = make_function(threads=1)
+    answers: list[httpx.Response] = []
+    with agent_held(agent) as release:
+        firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
+        firing.start()
+        wait_until(agent.posts, what="the agent call to start")
+        # The only worker thread waits for the agent; the event loop answers on its own.
+        quick = post(fn, STARTED)
+        assert quick.status_code == 202 and quick.headers[OUTCOME] == outcome()
+        assert quick.headers[REASON].startswith("no-rule; ")
+        assert not answers, "the agent call is still in flight"
+        release.set()
+        firing.join(timeout=30)
+    assert answers[0].headers[OUTCOME] == outcome(fired=1)
+
+
+def test_a_healthy_pod_in_a_live_incident_still_resolves_it(
+    make_function: FunctionFactory, clock: FakeClock
+) -> None:
+    """Healthy objects are most of the stream; the one that ends a known incident is not
+    screened out."""
+    fn = make_function()
+    sick = pod(name="web-7d4b9c8f5-x2x9z", container_statuses=[oom_status()])
+    assert post(fn, sick).headers[OUTCOME] == outcome(fired=1)
+    other = recovered(pod(name="web-7d4b9c8f5-other"))
+    assert post(fn, other).headers[OUTCOME] == outcome(), "another pod: no incident of its own"
+    answer = post(fn, recovered(sick))
+    assert answer.headers[OUTCOME] != outcome(), answer.headers[REASON]
+
+
+def test_an_event_no_rule_wants_costs_no_api_call(clock: FakeClock) -> None:
+    """An Event about a Pod khook has not seen: its owner would be read from the API server
+    if the event could matter; no rule wants it, so nothing is read."""
+    with apiserver() as server, A2AAgentServer() as agent:
+        Kube(server).apply_hook(hook_doc("default", "pods", config("oom-kill")))
+        settings = cluster_settings(agent.url, dedup="lease")
+        with cluster_function(server, clock, settings) as fn:
+            start = len(khook_requests(server))
+            answer = post(fn, STARTED)
+            assert answer.status_code == 202 and answer.headers[OUTCOME] == outcome()
+            later = [r for r in khook_requests(server)[start:] if r.verb != "watch"]
+            assert Counter(f"{r.verb} {r.resource}" for r in later) == Counter()
+            # A Warning the Hook wants about the same unseen Pod still reads its owner.
+            crash = core_event(
+                "BackOff", "Back-off restarting failed container", name="web-1-abc12"
+            )
+            post(fn, crash)
+            reads = [r for r in khook_requests(server)[start:] if r.resource == "pods"]
+            assert [r.verb for r in reads] == ["get"]

@@ -1,0 +1,51 @@
+"""A serving worker's interpreter settings (khook.serving.tune_worker), set as gunicorn starts
+the worker, and what it holds frozen out of the garbage collector once its pipeline is built."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from khook import runtime, serving
+from khook.settings import Settings
+from tests.support.events import HOOKS
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    yield
+    sys.setswitchinterval(interval)
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+
+
+@pytest.mark.usefixtures("restored")
+def test_a_worker_hands_the_gil_over_often_and_collects_rarely() -> None:
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True})
+    rt = runtime.for_settings(settings)
+    built: list[int] = []
+    rt.warm = lambda on_built=None: built.append(on_built is gc.freeze)  # type: ignore[method-assign]
+    hook = serving.hooks(settings, rt)["post_worker_init"]
+    hook(object())
+    assert sys.getswitchinterval() == pytest.approx(serving.SWITCH_INTERVAL)
+    assert gc.get_threshold()[0] == serving.GC_THRESHOLD
+    assert built == [True], "the pipeline is built, then what it holds is frozen"
+
+
+@pytest.mark.usefixtures("restored")
+def test_warm_freezes_only_once_the_pipeline_is_built() -> None:
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True})
+    rt = runtime.Runtime(settings, lambda: runtime.build_pipeline(settings))
+    frozen: list[bool] = []
+    try:
+        done = threading.Event()
+        rt.warm(on_built=lambda: (frozen.append(rt.built() is not None), done.set()))
+        assert done.wait(30)
+        assert frozen == [True]
+    finally:
+        rt.close()
