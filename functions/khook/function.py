@@ -155,10 +155,11 @@ async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response |
 
 
 def _headers(request: Request) -> dict[str, str]:
-    """The request's headers, lowercase; of a repeated header the first counts."""
+    """The request's headers, lowercase (as the ASGI server gives them); of a repeated header
+    the first counts. Read from the scope: Starlette's Headers decodes them on every access."""
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        headers.setdefault(name, value)
+    for name, value in request.scope["headers"]:
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
     return headers
 
 

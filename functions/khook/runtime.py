@@ -429,6 +429,9 @@ def prestart_renderer(settings: Settings) -> None:
 def current() -> Runtime:
     """The installed runtime; under a bare ``functions-framework`` one is made from the env."""
     global _runtime  # noqa: PLW0603
+    installed = _runtime
+    if installed is not None:
+        return installed  # every request asks: no lock once there is one
     with _lock:
         if _runtime is None:
             settings = Settings.from_env()
