@@ -11,6 +11,7 @@ from khook.core.correlation import CorrelationTable, parse_correlation
 from khook.core.registry import (
     MAX_DETAIL_LENGTH,
     MAX_EXAMINED,
+    MEMO_LIMIT,
     PullFailure,
     classify_pull,
     image_in,
@@ -696,3 +697,19 @@ def test_image_in(message: str, expected: str) -> None:
 )
 def test_registry_of(image: str, registry: str) -> None:
     assert registry_of(image) == registry
+
+
+def test_what_is_remembered_of_pull_causes_is_bounded() -> None:
+    """A storm repeats its messages, so answers are remembered per table; a tenant's Pods can
+    name images and messages of any size, and none of that may grow without a bound."""
+    table = parse_correlation({"correlation": {}}, "test")
+    huge_image = "registry.example.com/" + "x" * 1_000_000
+    message = 'Back-off pulling image "{}"'
+    first = classify_pull(message.format("a"), table, huge_image)
+    assert classify_pull(message.format("a"), table, "") == first, "a non-reference is none"
+    for i in range(3 * MEMO_LIMIT):
+        classify_pull(message.format(i) + "y" * 10_000, table, huge_image + str(i))
+    memo = table.pull_memo
+    assert len(memo) <= MEMO_LIMIT
+    assert sum(len(m) + len(i) for m, i in memo) <= MEMO_LIMIT * (MAX_EXAMINED + 512)
+    assert classify_pull(message.format(7), table) == classify_pull(message.format(7), table)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from khook.core.correlation import CorrelationTable, first_match, searchable
 
 MAX_EXAMINED = 4_096  # characters of a message that are examined (patterns.SEARCH_LIMIT)
-MEMO_LIMIT = 1_024  # answers remembered per table: at most ~4 MiB of messages
+MEMO_LIMIT = 1_024  # answers remembered per table: keys of at most ~4.3 MiB in all
 MAX_IMAGE_LENGTH = 512  # a reference: name <= 255, tag <= 128, digest <= 135 (sha512)
 MAX_DETAIL_LENGTH = 200  # characters of the matched phrase kept in PullFailure.detail
 UNKNOWN = "unknown"
@@ -81,7 +81,9 @@ def classify_pull(message: str, table: CorrelationTable, image: str = "") -> Pul
     Remembered per table (at most ``MEMO_LIMIT`` answers): the answer depends on nothing else.
     """
     examined = message[:MAX_EXAMINED] if isinstance(message, str) else ""
-    key = (examined, image if isinstance(image, str) else "")
+    # Text that is not a reference counts as none: a Pod's spec may name an image of any
+    # length, and only a reference (at most MAX_IMAGE_LENGTH) may become part of a key.
+    key = (examined, image if _is_reference(image) else "")
     memo = table.pull_memo
     if key in memo:
         found: PullFailure | None = memo[key]
