@@ -198,6 +198,25 @@ def test_a_slowloris_cannot_stop_probes_or_other_senders(server: FunctionServer)
             sock.close()
 
 
+def test_a_kept_alive_connection_stalling_in_its_next_head_is_closed(
+    server: FunctionServer,
+) -> None:
+    """The head deadline moves with each request on a kept-alive connection (a time, not a
+    timer per request): the connection's timer fires before it is due and waits for the rest,
+    then closes the connection that never finished its second head."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not (b"\r\n\r\n" in answer and _complete(answer)):
+            answer += sock.recv(65536)
+        assert status_of(answer) == 200
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n")  # the next head, never finished
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert rest == b"", "closed without an answer"
+
+
 def test_a_slow_body_is_cut_off_and_others_go_on(server: FunctionServer) -> None:
     stop = threading.Event()
 

@@ -18,7 +18,6 @@ reaches the pipeline; only what needs I/O reaches one of the bounded worker thre
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -29,7 +28,8 @@ from starlette.responses import Response
 
 from khook import metrics
 from khook.auth import AuthError
-from khook.core.cloudevent import CloudEventError, parse
+from khook.body import BodyTooLarge, read_body
+from khook.core.cloudevent import CloudEventError, parse_lowercase
 from khook.core.events import Envelope
 from khook.core.outcome import Counts, Outcome, Status
 from khook.core.reasons import Code, Reason
@@ -46,8 +46,10 @@ METRICS_PATH = "/metrics"
 _UNCOUNTED = frozenset((*HEALTH_PATHS, METRICS_PATH))
 
 
-class BodyTooLarge(ValueError):
-    pass
+class Answer(Response):
+    """khook's answer; it keeps its ``X-Khook-Reason`` for the metric that counts it."""
+
+    reason_header = ""
 
 
 @functions_framework.aio.http
@@ -60,7 +62,12 @@ async def handle(request: Request) -> Response:
             503, error=Reason(Code.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
         )
     if request.scope["path"] not in _UNCOUNTED:  # the scope's: request.url builds a URL
-        metrics.answered(response.status_code, response.headers.get("X-Khook-Reason", ""))
+        reason = (
+            response.reason_header
+            if isinstance(response, Answer)
+            else response.headers.get("X-Khook-Reason", "")
+        )
+        metrics.answered(response.status_code, reason)
     return response
 
 
@@ -86,14 +93,13 @@ async def _handle(request: Request) -> Response:
         if refused is not None:
             return refused
     limit = runtime.settings.max_body_bytes
-    declared = _content_length(request)
+    declared = _content_length(headers)
     if declared is not None and declared > limit:
         return _response(
             413, error=Reason(Code.TOO_LARGE, f"body is {declared} bytes; limit {limit}")
         )
     try:
-        async with asyncio.timeout(runtime.settings.request_timeout):  # no task, unlike wait_for
-            body = await _read(request, limit)
+        body = await read_body(request.receive, limit, runtime.settings.request_timeout)
     except TimeoutError:
         waited = f"the body did not arrive within {runtime.settings.request_timeout:g}s"
         return _response(408, error=Reason(Code.BODY_TIMEOUT, waited))
@@ -106,7 +112,7 @@ async def _handle(request: Request) -> Response:
         return _response(400, error=Reason(Code.INVALID_CLOUDEVENT, gone))
     metrics.body_size(len(body))
     try:
-        envelope = parse(headers, body)
+        envelope = parse_lowercase(headers, body)
     except CloudEventError as exc:
         return _response(400, error=Reason(Code.INVALID_CLOUDEVENT, str(exc)))
     try:
@@ -163,22 +169,11 @@ def _headers(request: Request) -> dict[str, str]:
     return headers
 
 
-def _content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
+def _content_length(headers: dict[str, str]) -> int | None:
+    value = headers.get("content-length")
     if value is None or not value.isdigit():
         return None  # absent or malformed: the server's parser judges the framing
     return int(value)
-
-
-async def _read(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _health(path: str) -> Response:
@@ -228,7 +223,7 @@ def _response(
     error: Reason | None = None,
     body: dict[str, Any] | None = None,
     reason: Reason | None = None,
-) -> Response:
+) -> Answer:
     if error is not None:
         body = {"error": error.text, "reason": error.code.value}
         reason = error
@@ -240,21 +235,28 @@ def _response(
             reason=error.code.value,
             error=error.text,
         )
-    headers = {
-        "X-Khook-Event-Type": ",".join(outcome.event_types) if outcome else "none",
-        "X-Khook-Outcome": (outcome.counts() if outcome else Counts()).header(),
-    }
-    if not headers["X-Khook-Event-Type"]:
-        headers["X-Khook-Event-Type"] = "none"
+    types = ",".join(outcome.event_types) if outcome else ""
+    counts = outcome.counts() if outcome else Counts()
     if reason is None and outcome is not None:
         reason = outcome.reason()
+    # Encoded here, once: Starlette's headers argument would copy, lowercase and encode them
+    # again on every answer (the event loop's time, on every event).
+    raw = [
+        (b"x-khook-event-type", types.encode("latin-1") if types else b"none"),
+        (b"x-khook-outcome", counts.header().encode("latin-1")),
+    ]
+    header = ""
     if reason is not None:
-        headers["X-Khook-Reason"] = reason.header()
+        header = reason.header()  # printable ASCII
+        raw.append((b"x-khook-reason", header.encode("ascii")))
+    response: Answer
     if body is None:  # an empty answer has no media type
-        return Response(status_code=status, headers=headers)
-    return Response(
-        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
-    )
+        response = Answer(status_code=status)
+    else:
+        response = Answer(orjson.dumps(body), status_code=status, media_type="application/json")
+    response.raw_headers[:0] = raw
+    response.reason_header = header
+    return response
 
 
 _AUTH_CODES = {401: Code.UNAUTHENTICATED, 403: Code.FORBIDDEN, 503: Code.AUTH_UNAVAILABLE}

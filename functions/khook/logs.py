@@ -16,14 +16,21 @@ import sys
 import threading
 import types
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 _FIELDS = "khook_fields"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 _NOTHING: Mapping[str, Any] = types.MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("khook_log_context", default=_NOTHING)
+# Fields worked out only when a line is written: most events are answered without one, and
+# building their fields up front cost more than deciding the event (see :func:`bind_lazy`).
+_lazy: ContextVar[LazyFields | None] = ContextVar("khook_lazy_log_fields", default=None)
+
+
+class LazyFields(Protocol):
+    def log_fields(self) -> Mapping[str, Any]: ...
 
 
 class JSONFormatter(logging.Formatter):
@@ -34,6 +41,9 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        lazy = _lazy.get()
+        if lazy is not None:
+            entry.update(lazy.log_fields())
         entry.update(_context.get())
         entry.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
@@ -78,6 +88,16 @@ def bound(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def bind_lazy(source: LazyFields | None) -> Token[LazyFields | None]:
+    """Add ``source.log_fields()`` to every line logged until :func:`unbind_lazy`, asked only
+    for a line that is written. Fields bound with :func:`bound` come after, and win."""
+    return _lazy.set(source)
+
+
+def unbind_lazy(token: Token[LazyFields | None]) -> None:
+    _lazy.reset(token)
 
 
 def fatal(msg: str, **fields: Any) -> None:

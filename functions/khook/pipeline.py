@@ -32,6 +32,7 @@ from khook.core.objects import ObjectRef
 from khook.core.outcome import Outcome
 from khook.core.reasons import Code, Reason
 from khook.core.rules import RuleTable
+from khook.core.signals import extract_signals
 from khook.fanout import FanOut
 from khook.files import HookSource
 from khook.logs import log
@@ -182,7 +183,9 @@ class Pipeline:
         self._sweeper.ensure_started()
         if event.subject.kind == "Pod" and self.reader is not None:
             self.reader.remember(event.object)  # its owner, for the Events about it
-        detections = tuple(classify(event, self.rules))
+        # An object's signals serve twice: to classify, and to say why nothing matched.
+        signals = None if event.subject.kind == "Event" else extract_signals(event)
+        detections = tuple(classify(event, self.rules, signals))
         self.memory.observe(event, list(detections))
         if detections:
             return Screened(event, detections)
@@ -195,7 +198,8 @@ class Pipeline:
                 return Screened(event)
         # No rule wants it and it ends no incident: its owner (an API read, for an Event
         # about a Pod not seen yet) would change nothing.
-        return self._done(Outcome(event=event, ignored=Reason(Code.NO_RULE, why_no_rule(event))))
+        why = why_no_rule(event, signals)
+        return self._done(Outcome(event=event, ignored=Reason(Code.NO_RULE, why)))
 
     def finish(self, screened: Screened) -> Outcome:
         """The rest of :meth:`screen`'s work, I/O included."""

@@ -55,9 +55,12 @@ class LogRecorder:
             "ceSource": event.source or None if event else None,
         }
         for r in outcome.results:
+            level = LEVELS.get(r.status, logging.DEBUG)
+            if not logger.isEnabledFor(level):
+                continue  # a duplicate's line, mostly: not written, so its fields are not built
             log(
                 logger,
-                LEVELS.get(r.status, logging.DEBUG),
+                level,
                 f"hook {r.status.value}",
                 **cloudevent,
                 hook=r.hook.key,

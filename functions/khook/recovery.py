@@ -48,15 +48,23 @@ class Recovery:
     def may_concern(self, event: ClusterEvent, hooks: tuple[Hook, ...]) -> bool:
         """Whether recovering ``event``'s object could change an incident this process knows
         to be live; False means :meth:`recover` would do nothing. Memory only."""
+        if not hooks or not self.dedup.may_know_live_any():
+            return False
+        groups = self._groups(event)
+        if not self.dedup.may_know_live(groups):
+            return False  # most healthy objects: no key of any Hook is worth building
         return any(
-            self.dedup.knows_live(key) for hook in hooks for key in self._candidates(event, hook)
+            self.dedup.knows_live(key)
+            for hook in hooks
+            for key in self._candidates(event, hook, groups)
         )
 
     def recover(self, event: ClusterEvent, hooks: tuple[Hook, ...]) -> tuple[FiringResult, ...]:
         done = []
         resource = event.involved.display
+        groups = self._groups(event)
         for hook in hooks:
-            for key in self._candidates(event, hook):
+            for key in self._candidates(event, hook, groups):
                 try:
                     decision = self.dedup.resolve(key, resource)
                 except StoreError as exc:
@@ -93,10 +101,8 @@ class Recovery:
                 )
         return tuple(done)
 
-    def _candidates(self, event: ClusterEvent, hook: Hook) -> set[DedupKey]:
-        """The incidents of this Hook the object may be failing in."""
-        if not hook_sees(hook, event.namespace, self.control_namespace):
-            return set()
+    def _groups(self, event: ClusterEvent) -> set[tuple[str, str]]:
+        """The (namespace, group) of every incident the object may be failing in."""
         facts = self.memory.facts(event, None)
         groups = {(event.namespace, event.involved.display)}
         workload = facts.workload or event.owner
@@ -106,5 +112,15 @@ class Recovery:
             groups.add(("", f"Node/{facts.node}"))
         if facts.pull is not None and facts.pull.transient:
             groups.add(("", f"Registry/{facts.pull.registry}/{facts.pull.pull_class}"))
+        return groups
+
+    def _candidates(
+        self, event: ClusterEvent, hook: Hook, groups: set[tuple[str, str]] | None = None
+    ) -> set[DedupKey]:
+        """The incidents of this Hook the object may be failing in."""
+        if not hook_sees(hook, event.namespace, self.control_namespace):
+            return set()
+        if groups is None:
+            groups = self._groups(event)
         families = {self.correlation.family(t, hook.event_types) for t in hook.event_types}
         return {DedupKey(hook.key, f, ns, g) for f in families for ns, g in groups}

@@ -28,9 +28,8 @@ calls, and the agent request carries it (``AgentRequest.trace``). Decision log l
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -76,7 +75,7 @@ NO_TRACE = TraceContext()
 _TRACE_HEADERS = frozenset(
     {TRACEPARENT, TRACESTATE, B3, B3_TRACE_ID, B3_SPAN_ID, B3_PARENT_SPAN_ID, B3_SAMPLED, B3_FLAGS}
 )
-_current: ContextVar[TraceContext] = ContextVar("khook_trace", default=NO_TRACE)
+_current: ContextVar[handling | None] = ContextVar("khook_trace", default=None)
 
 
 def from_headers(headers: Mapping[str, str]) -> TraceContext:
@@ -187,27 +186,51 @@ def _is_hex(value: str, length: int) -> bool:
 
 def current() -> TraceContext:
     """The trace context of the event this thread is handling (NO_TRACE outside one)."""
-    return _current.get()
+    event = _current.get()
+    return NO_TRACE if event is None else event.context
 
 
 def outgoing() -> dict[str, str]:
     """The headers to add to a request made on behalf of the current event."""
-    return dict(_current.get().headers)
+    return dict(current().headers)
 
 
-@contextlib.contextmanager
-def handling(headers: Mapping[str, str], attributes: Mapping[str, str]) -> Iterator[TraceContext]:
+class handling:  # a context manager, named for how it reads: `with handling(...)`
     """While one CloudEvent is handled: its trace context is current, and every log line says
-    which event (its id, source and subject) and which trace (``traceId``, ``spanId``)."""
-    context = from_headers(headers)
-    token = _current.set(context)
-    event = {
-        "ceId": attributes.get("id", ""),
-        "ceSource": attributes.get("source", ""),
-        "ceSubject": attributes.get("subject") or None,
-    }
-    try:
-        with logs.bound(**event, **context.log_fields):
-            yield context
-    finally:
-        _current.reset(token)
+    which event (its id, source and subject) and which trace (``traceId``, ``spanId``).
+
+    Nothing is worked out up front: the trace context is parsed when first asked for (an
+    agent call, a log line), the log fields when a line is written. Most events are answered
+    with neither, and a class with ``__enter__`` costs a fraction of a generator's context
+    manager: this runs once per request, on the event loop."""
+
+    __slots__ = ("_attributes", "_context", "_headers", "_log_token", "_token")
+
+    def __init__(self, headers: Mapping[str, str], attributes: Mapping[str, str]) -> None:
+        self._headers = headers
+        self._attributes = attributes
+        self._context: TraceContext | None = None
+
+    @property
+    def context(self) -> TraceContext:
+        if self._context is None:  # two threads may both parse it: the same answer
+            self._context = from_headers(self._headers)
+        return self._context
+
+    def log_fields(self) -> dict[str, str]:
+        attributes = self._attributes
+        fields = {"ceId": attributes.get("id", ""), "ceSource": attributes.get("source", "")}
+        subject = attributes.get("subject")
+        if subject:
+            fields["ceSubject"] = subject
+        fields.update(self.context.log_fields)
+        return fields
+
+    def __enter__(self) -> handling:
+        self._token = _current.set(self)
+        self._log_token = logs.bind_lazy(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logs.unbind_lazy(self._log_token)
+        _current.reset(self._token)

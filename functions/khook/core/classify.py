@@ -19,11 +19,14 @@ class Detection:
     rule: Rule
 
 
-def classify(event: ClusterEvent, table: RuleTable) -> list[Detection]:
+def classify(
+    event: ClusterEvent, table: RuleTable, signals: list[Signal] | None = None
+) -> list[Detection]:
+    """``signals``: the event's, when the caller has extracted them already."""
     if event.subject.kind == "Event" and not table.may_match(Source.EVENT, _reason(event)):
         return []  # an Event's one signal, by its reason alone: most Events end here
     detections = []
-    for signal in extract_signals(event):
+    for signal in extract_signals(event) if signals is None else signals:
         rule = table.first_match(signal)
         if rule is not None:
             detections.append(Detection(rule.event_type, signal, rule))

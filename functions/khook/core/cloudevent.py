@@ -30,7 +30,12 @@ BATCH = "application/cloudevents-batch+json"
 # 20 characters. Bounds on names, values and their number keep a request's cost bounded.
 _NAME_LIMIT = 64
 _VALUE_LIMIT = 4096
-_ATTRIBUTE_LIMIT = 64
+_ATTRIBUTE_LIMIT = _LIMIT = 64
+# The attributes an ApiServerSource sends (the spec's and its extensions): valid names all.
+_KNOWN = frozenset(
+    {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
+    | {"kind", "name", "namespace", "apiversion"}
+)
 
 
 class CloudEventError(ValueError):
@@ -47,7 +52,11 @@ def is_json_media(media: str) -> bool:
 
 def parse(headers: Mapping[str, str], body: bytes) -> Envelope:
     """Parse one CloudEvent; ``headers`` may use any case."""
-    lower = {k.lower(): v for k, v in headers.items()}
+    return parse_lowercase({k.lower(): v for k, v in headers.items()}, body)
+
+
+def parse_lowercase(lower: Mapping[str, str], body: bytes) -> Envelope:
+    """:func:`parse`, for headers whose names are all lowercase already (an ASGI server's)."""
     media = media_type(lower.get("content-type", ""))
     if "ce-specversion" in lower:
         return _binary(lower, body)
@@ -65,7 +74,11 @@ def _binary(lower: Mapping[str, str], body: bytes) -> Envelope:
     attributes: dict[str, str] = {}
     for name, value in lower.items():
         if name.startswith("ce-"):
-            _put(attributes, name[3:], value)
+            attribute = name[3:]
+            if attribute in _KNOWN and len(value) <= _VALUE_LIMIT and len(attributes) < _LIMIT:
+                attributes[attribute] = value  # a valid name, lowercase: nothing to check
+            else:
+                _put(attributes, attribute, value)
     _check_required(attributes, "header", "ce-")
     content_type = lower.get("content-type", "")
     if content_type:

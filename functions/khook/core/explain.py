@@ -11,13 +11,14 @@ from khook.core.classify import Detection
 from khook.core.events import EVENT_KINDS, ClusterEvent
 from khook.core.hooks import ALL_NAMESPACES, Hook
 from khook.core.objects import ObjectRef, get_str
-from khook.core.signals import extract_signals
+from khook.core.signals import Signal, extract_signals
 
 _NAMED = 3  # Hooks named in an answer's reason; khook render --explain names them all
 
 
-def why_no_rule(event: ClusterEvent) -> str:
-    """What the object showed, and that no classification rule recognised it."""
+def why_no_rule(event: ClusterEvent, signals: list[Signal] | None = None) -> str:
+    """What the object showed, and that no classification rule recognised it (``signals``: the
+    event's, when the caller has extracted them already)."""
     what = f"{event.subject.kind} {_named(event.subject)}"
     if (event.object.get("apiVersion"), event.subject.kind) in EVENT_KINDS:
         reason = get_str(event.object, "reason")
@@ -29,7 +30,8 @@ def why_no_rule(event: ClusterEvent) -> str:
             f"{what}: {kind} {reason!r} about {event.involved.kind} {_named(event.involved)}: "
             "no classification rule matched"
         )
-    signals = extract_signals(event)
+    if signals is None:
+        signals = extract_signals(event)
     if not signals:
         return f"{what} shows nothing failing: no classification rule applies"
     shown = ", ".join(sorted({f"{s.signal.value} {s.reason}" for s in signals})[:4])

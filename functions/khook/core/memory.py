@@ -27,7 +27,7 @@ class ObjectMemory:
     def observe(self, event: ClusterEvent, detections: list[Detection]) -> None:
         kind, obj = event.subject.kind, event.object
         if kind == "Pod":
-            self.owners.observe_pod(obj)
+            self.owners.observe_pod(obj, event.owner)  # decoding read its controller owner
         elif kind == "Node":
             self.owners.observe_node(obj, event.observed_at)
         elif kind == "Event" and event.involved.kind == "Node":

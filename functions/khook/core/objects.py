@@ -22,8 +22,12 @@ def get_path(obj: Any, *path: str) -> Any:
 
 
 def get_str(obj: Any, *path: str) -> str:
-    value = get_path(obj, *path)
-    if isinstance(value, str):
+    value = obj  # get_path's walk, inline: this runs ~20 times for every event
+    for step in path:
+        if type(value) is not dict and not isinstance(value, Mapping):
+            return ""
+        value = value.get(step)
+    if type(value) is str or isinstance(value, str):
         return value
     if isinstance(value, bool) or value is None:
         return ""
@@ -97,12 +101,13 @@ class ObjectRef:
 
     @classmethod
     def of(cls, obj: Any) -> ObjectRef:
+        metadata = get_path(obj, "metadata")  # read once: every event's subject is built here
         return cls(
             kind=get_str(obj, "kind"),
-            name=get_str(obj, "metadata", "name"),
-            namespace=get_str(obj, "metadata", "namespace"),
+            name=get_str(metadata, "name"),
+            namespace=get_str(metadata, "namespace"),
             api_version=get_str(obj, "apiVersion"),
-            uid=get_str(obj, "metadata", "uid"),
+            uid=get_str(metadata, "uid"),
         )
 
 

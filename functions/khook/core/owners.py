@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 from khook.core.correlation import CorrelationTable
@@ -67,7 +68,11 @@ _APPS = "apps/v1"
 def workload_of_pod(pod: Any) -> ObjectRef | None:
     """The workload of a Pod object, from its controlling owner reference (see the module
     doc); None for a Pod without one, or owned by a Node (a static pod's mirror)."""
-    owner = controller_owner(pod)
+    return workload_of_owner(controller_owner(pod))
+
+
+def workload_of_owner(owner: ObjectRef | None) -> ObjectRef | None:
+    """:func:`workload_of_pod`, from the Pod's :func:`controller_owner` already read."""
     if owner is None or owner.kind == "Node":
         return None
     if owner.kind == "Job":
@@ -138,6 +143,15 @@ def _is_name(name: object) -> bool:
 # ---- memory -----------------------------------------------------------------------------
 
 
+class Unread(Enum):
+    """The type of :data:`UNREAD`: not read yet (unlike None, which is an answer)."""
+
+    UNREAD = "unread"
+
+
+UNREAD = Unread.UNREAD
+
+
 @dataclass(frozen=True)
 class PodFacts:
     """What is remembered of one pod."""
@@ -164,24 +178,20 @@ class OwnerMemory:
 
     # -- pods --
 
-    def observe_pod(self, pod: Any) -> None:
-        """Remember a Pod object's workload and node."""
+    def observe_pod(self, pod: Any, owner: ObjectRef | Unread | None = UNREAD) -> None:
+        """Remember a Pod object's workload and node (``owner``: its :func:`controller_owner`,
+        when the caller has read it already)."""
         key = _pod_key(get_str(pod, "metadata", "namespace"), get_str(pod, "metadata", "name"))
         if key is None:
             return
         node = get_str(pod, "spec", "nodeName")
-        workload = workload_of_pod(pod)
+        workload = workload_of_owner(controller_owner(pod) if owner is UNREAD else owner)
         with self._update:
             facts = self._pods.get(key) or PodFacts()
-            self._pods.put(
-                key,
-                replace(
-                    facts,
-                    workload=workload,
-                    seen=True,
-                    node=node if _is_name(node) else facts.node,
-                ),
-            )
+            node = node if _is_name(node) else facts.node
+            if facts.seen and facts.workload == workload and facts.node == node:
+                return  # a Pod's update most often changes neither (get made it recent)
+            self._pods.put(key, replace(facts, workload=workload, seen=True, node=node))
 
     def forget_pod(self, namespace: str, name: str) -> None:
         key = _pod_key(namespace, name)

@@ -100,8 +100,9 @@ class Reason:
 
     def header(self) -> str:
         """``<code>; <text>``: one printable ASCII line (a header cannot carry more)."""
-        text = fence(self.text, TEXT_LIMIT).replace("…", "...")
-        text = text.encode("ascii", "replace").decode("ascii")
+        text = fence(self.text, TEXT_LIMIT)
+        if not text.isascii():  # most reasons are: no copies to make
+            text = text.replace("…", "...").encode("ascii", "replace").decode("ascii")
         return f"{self.code.value}; {text}" if text else self.code.value
 
     def __str__(self) -> str:

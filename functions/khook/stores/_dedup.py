@@ -10,6 +10,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -70,6 +71,9 @@ class Deduplicator:
         # only for the incidents it may be in: fed by this replica's decisions and by
         # ``refresh``, which lists what every replica stored.
         self._live: OrderedDict[str, datetime] = OrderedDict()
+        # How many of them have each (namespace, group), whatever their Hook and family: most
+        # healthy objects are in no live group, which this says without building a key.
+        self._live_groups: dict[tuple[str, str], int] = {}
         self._live_lock = threading.Lock()
 
     def claim(
@@ -177,6 +181,17 @@ class Deduplicator:
             until = self._live.get(key.id)
         return until is not None and until > self._clock.now()
 
+    def may_know_live_any(self) -> bool:
+        """False when this process knows no live incident at all."""
+        return bool(self._live_groups)
+
+    def may_know_live(self, groups: Iterable[tuple[str, str]]) -> bool:
+        """Whether this process may know a live incident, of any Hook and family, whose
+        namespace and group are one of ``groups``; False means :meth:`knows_live` is False for
+        every key with them. Memory only, no lock (one dict lookup each)."""
+        live = self._live_groups
+        return any(group in live for group in groups)
+
     def resolve(self, key: DedupKey, resource: str) -> Decision | None:
         """``resource`` is healthy again: it leaves the incident under ``key``, if it is one
         this process knows to be live."""
@@ -218,14 +233,27 @@ class Deduplicator:
 
     def _remember(self, key_id: str, until: datetime) -> None:
         with self._live_lock:
+            if key_id not in self._live:
+                self._count_group(key_id, 1)
             self._live[key_id] = until
             self._live.move_to_end(key_id)
             while len(self._live) > self.KNOWN_LIVE_LIMIT:
-                self._live.popitem(last=False)
+                self._count_group(self._live.popitem(last=False)[0], -1)
 
     def _forget(self, key_id: str) -> None:
         with self._live_lock:
-            self._live.pop(key_id, None)
+            if self._live.pop(key_id, None) is not None:
+                self._count_group(key_id, -1)
+
+    def _count_group(self, key_id: str, change: int) -> None:
+        """Under the lock. The key's namespace and group, as ``DedupKey.id`` joins them."""
+        parts = key_id.split("|", 3)
+        group = (parts[2], parts[3]) if len(parts) == 4 else ("", key_id)
+        count = self._live_groups.get(group, 0) + change
+        if count > 0:
+            self._live_groups[group] = count
+        else:
+            self._live_groups.pop(group, None)
 
     def _maybe_prune(self) -> None:
         now = self._clock.monotonic()
