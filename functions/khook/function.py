@@ -47,9 +47,20 @@ _UNCOUNTED = frozenset((*HEALTH_PATHS, METRICS_PATH))
 
 
 class Answer(Response):
-    """khook's answer; it keeps its ``X-Khook-Reason`` for the metric that counts it."""
+    """khook's answer: its headers given encoded (Starlette's ``headers`` argument would copy,
+    lowercase and encode them again, on the event loop, for every event), and its
+    ``X-Khook-Reason`` kept for the metric that counts it. A body is JSON."""
 
-    reason_header = ""
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], reason: str, body: bytes = b""
+    ) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        length = (b"content-length", str(len(body)).encode("latin-1"))
+        json = [(b"content-type", b"application/json")] if body else []
+        self.raw_headers = [*headers, length, *json]
+        self.reason_header = reason
 
 
 @functions_framework.aio.http
@@ -239,8 +250,6 @@ def _response(
     counts = outcome.counts() if outcome else Counts()
     if reason is None and outcome is not None:
         reason = outcome.reason()
-    # Encoded here, once: Starlette's headers argument would copy, lowercase and encode them
-    # again on every answer (the event loop's time, on every event).
     raw = [
         (b"x-khook-event-type", types.encode("latin-1") if types else b"none"),
         (b"x-khook-outcome", counts.header().encode("latin-1")),
@@ -249,14 +258,7 @@ def _response(
     if reason is not None:
         header = reason.header()  # printable ASCII
         raw.append((b"x-khook-reason", header.encode("ascii")))
-    response: Answer
-    if body is None:  # an empty answer has no media type
-        response = Answer(status_code=status)
-    else:
-        response = Answer(orjson.dumps(body), status_code=status, media_type="application/json")
-    response.raw_headers[:0] = raw
-    response.reason_header = header
-    return response
+    return Answer(status, raw, header, b"" if body is None else orjson.dumps(body))
 
 
 _AUTH_CODES = {401: Code.UNAUTHENTICATED, 403: Code.FORBIDDEN, 503: Code.AUTH_UNAVAILABLE}

@@ -177,10 +177,13 @@ class Pipeline:
             return Screened(decoded)
         if isinstance(decoded, NotOfInterest):
             return self._done(Outcome(ignored=Reason(decoded.code, decoded.reason)))
-        return self._screen_event(decoded)
+        return self._screen_decoded(decoded)
 
     def _screen_event(self, event: ClusterEvent) -> Outcome | Screened:
         self._sweeper.ensure_started()
+        return self._screen_decoded(event)
+
+    def _screen_decoded(self, event: ClusterEvent) -> Outcome | Screened:
         if event.subject.kind == "Pod" and self.reader is not None:
             self.reader.remember(event.object)  # its owner, for the Events about it
         # An object's signals serve twice: to classify, and to say why nothing matched.

@@ -148,9 +148,11 @@ class JSONLogger(GunicornLogger):  # type: ignore[misc]
 
 # The event loop answers every request, the pipeline's threads do the rest, and they share
 # one GIL: with Python's default 5 ms switch interval the loop, wanting the GIL back, waits up
-# to 5 ms behind a thread that computes. 0.5 ms keeps a storm's p99 within a few ms of its p50
-# (make bench: 36 -> 5 ms) for a few percent more hand-overs.
-SWITCH_INTERVAL = 0.0005
+# to 5 ms behind a thread that computes, and a thread handed an event waits as long behind a
+# busy loop. Measured under make bench's realistic stream (loop saturated): at 0.5 ms an event
+# waited 1.5 ms (p50) to 13 ms (p99) to start on a thread, and the stream's p99 was 26 ms; at
+# 0.1 ms, 12 ms, with slightly more throughput; at 0.05 ms throughput fell by a tenth.
+SWITCH_INTERVAL = 0.0001
 # Cyclic garbage is rare here (events are trees of dicts, freed by reference counts), but the
 # default young-generation threshold (700 allocations) starts a collection every few requests,
 # and a full one walked everything khook holds, up to 34 ms at once. So: collections less often,

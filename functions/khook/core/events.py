@@ -209,21 +209,16 @@ def decode_object(
 
 def _involved_object(event: JSON) -> ObjectRef | None:
     ref = event.get("involvedObject") if event.get("apiVersion") == "v1" else event.get("regarding")
-    if not isinstance(ref, Mapping) or not get_str(ref, "kind") or not get_str(ref, "name"):
+    if not isinstance(ref, Mapping):
         return None
-    kind = get_str(ref, "kind")
-    namespace = get_str(ref, "namespace")
-    if not namespace and kind not in CLUSTER_SCOPED_KINDS:
-        namespace = get_str(event, "metadata", "namespace")
+    kind, name = get_str(ref, "kind"), get_str(ref, "name")
+    if not kind or not name:
+        return None
     if kind in CLUSTER_SCOPED_KINDS:
         namespace = ""
-    return ObjectRef(
-        kind=kind,
-        name=get_str(ref, "name"),
-        namespace=namespace,
-        api_version=get_str(ref, "apiVersion"),
-        uid=get_str(ref, "uid"),
-    )
+    else:
+        namespace = get_str(ref, "namespace") or get_str(event, "metadata", "namespace")
+    return ObjectRef(kind, name, namespace, get_str(ref, "apiVersion"), get_str(ref, "uid"))
 
 
 def _event_may_speak_for(event: ObjectRef, involved: ObjectRef) -> bool:

@@ -103,11 +103,11 @@ class ObjectRef:
     def of(cls, obj: Any) -> ObjectRef:
         metadata = get_path(obj, "metadata")  # read once: every event's subject is built here
         return cls(
-            kind=get_str(obj, "kind"),
-            name=get_str(metadata, "name"),
-            namespace=get_str(metadata, "namespace"),
-            api_version=get_str(obj, "apiVersion"),
-            uid=get_str(metadata, "uid"),
+            get_str(obj, "kind"),
+            get_str(metadata, "name"),
+            get_str(metadata, "namespace"),
+            get_str(obj, "apiVersion"),
+            get_str(metadata, "uid"),
         )
 
 
