@@ -281,3 +281,23 @@ def test_tinydb_shared_by_processes_fires_each_key_once(tmp_path: Path) -> None:
         p.join(timeout=60)
     fired = sorted(i for r in results for i in r)
     assert fired == list(range(30)), "every key fired exactly once across the processes"
+
+
+@pytest.mark.parametrize("namespace", ["shop", "a|b"])
+def test_the_live_groups_index_agrees_with_what_is_known_live(
+    namespace: str, clock: FakeClock
+) -> None:
+    """A healthy object skips its Hooks' keys when no live incident has one of its groups
+    (may_know_live). The index holds each key's own namespace and group: a namespace with the
+    "|" a key's id is joined with once made it say no while knows_live said yes."""
+    dedup = Deduplicator(MemoryRecords(clock), clock, MAX_AGE)
+    dedup.KNOWN_LIVE_LIMIT = 2
+    keys = [DedupKey("shop/h", "oom-kill", namespace, f"Pod/web-{i}|x") for i in range(3)]
+    for i, key in enumerate(keys):
+        dedup.claim(key, obs(f"occ-{i}"), WINDOW)
+    for key in keys:
+        # The first was forgotten when the third came (the limit is 2): nothing is known of it.
+        known = dedup.knows_live(key)
+        assert known == (key is not keys[0])
+        assert dedup.may_know_live([(key.namespace, key.group)]) == known
+    assert not dedup.may_know_live([(namespace, "Pod/web-9|x")])

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import FunctionFactory
 from tests.support.agent import A2AAgentServer, Fault
@@ -75,15 +76,17 @@ def test_an_event_no_rule_wants_is_answered_while_every_worker_is_busy(
     assert answers[0].headers[OUTCOME] == outcome(fired=1)
 
 
+@pytest.mark.parametrize("namespace", ["default", "a|b"])
 def test_a_healthy_pod_in_a_live_incident_still_resolves_it(
-    make_function: FunctionFactory, clock: FakeClock
+    make_function: FunctionFactory, clock: FakeClock, namespace: str
 ) -> None:
     """Healthy objects are most of the stream; the one that ends a known incident is not
-    screened out."""
+    screened out, whatever its namespace holds ("a|b": the "|" an incident's id is joined
+    with once hid the incident from the screen)."""
     fn = make_function()
-    sick = pod(name="web-7d4b9c8f5-x2x9z", container_statuses=[oom_status()])
+    sick = pod(name="web-7d4b9c8f5-x2x9z", namespace=namespace, container_statuses=[oom_status()])
     assert post(fn, sick).headers[OUTCOME] == outcome(fired=1)
-    other = recovered(pod(name="web-7d4b9c8f5-other"))
+    other = recovered(pod(name="web-7d4b9c8f5-other", namespace=namespace))
     assert post(fn, other).headers[OUTCOME] == outcome(), "another pod: no incident of its own"
     answer = post(fn, recovered(sick))
     assert answer.headers[OUTCOME] != outcome(), answer.headers[REASON]

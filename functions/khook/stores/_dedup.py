@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from khook.clock import Clock
 from khook.core.dedup import (
@@ -48,6 +49,13 @@ class Claim:
         return self.decision.record
 
 
+class _Live(NamedTuple):
+    """An incident known to be live: until when, and its (namespace, group)."""
+
+    until: datetime
+    group: tuple[str, str]
+
+
 class Deduplicator:
     """Incident decisions through a store. Pruning runs in the background."""
 
@@ -70,7 +78,7 @@ class Deduplicator:
         # Incidents known to be live (held or open), so a healthy object costs a store call
         # only for the incidents it may be in: fed by this replica's decisions and by
         # ``refresh``, which lists what every replica stored.
-        self._live: OrderedDict[str, datetime] = OrderedDict()
+        self._live: OrderedDict[str, _Live] = OrderedDict()
         # How many of them have each (namespace, group), whatever their Hook and family: most
         # healthy objects are in no live group, which this says without building a key.
         self._live_groups: dict[tuple[str, str], int] = {}
@@ -114,7 +122,7 @@ class Deduplicator:
         claim = outcome[0]
         known = claim.record or claim.previous
         if known is not None and known.live(self._clock.now()):
-            self._remember(key.id, known.expires_at)
+            self._remember(key, known.expires_at)
         return claim
 
     def release(self, claim: Claim) -> None:
@@ -178,8 +186,8 @@ class Deduplicator:
         """Whether this process knows ``key``'s incident to be live (memory only): what
         :meth:`resolve` checks before it reads the store."""
         with self._live_lock:
-            until = self._live.get(key.id)
-        return until is not None and until > self._clock.now()
+            known = self._live.get(key.id)
+        return known is not None and known.until > self._clock.now()
 
     def may_know_live_any(self) -> bool:
         """False when this process knows no live incident at all."""
@@ -206,7 +214,7 @@ class Deduplicator:
 
         self.store.update(key, change)
         if done and done[0].verdict in (Verdict.RESOLVED, Verdict.HEALED):
-            self._forget(key.id)
+            self._forget(key)
         return done[0] if done else None
 
     def expire(self, key: DedupKey) -> Record | None:
@@ -221,7 +229,7 @@ class Deduplicator:
 
         self.store.update(key, change)
         if done:
-            self._forget(key.id)
+            self._forget(key)
         return done[0] if done else None
 
     def learn(self, records: list[Record]) -> None:
@@ -229,26 +237,28 @@ class Deduplicator:
         now = self._clock.now()
         for record in records:
             if record.live(now) and record.state_at(now).value != "resolved":
-                self._remember(record.key.id, record.expires_at)
+                self._remember(record.key, record.expires_at)
 
-    def _remember(self, key_id: str, until: datetime) -> None:
+    def _remember(self, key: DedupKey, until: datetime) -> None:
+        # The group is the key's own (namespace, group), never read back from its id: a
+        # namespace may hold the "|" the id is joined with.
+        group = (key.namespace, key.group)
         with self._live_lock:
-            if key_id not in self._live:
-                self._count_group(key_id, 1)
-            self._live[key_id] = until
-            self._live.move_to_end(key_id)
+            if key.id not in self._live:
+                self._count_group(group, 1)
+            self._live[key.id] = _Live(until, group)
+            self._live.move_to_end(key.id)
             while len(self._live) > self.KNOWN_LIVE_LIMIT:
-                self._count_group(self._live.popitem(last=False)[0], -1)
+                self._count_group(self._live.popitem(last=False)[1].group, -1)
 
-    def _forget(self, key_id: str) -> None:
+    def _forget(self, key: DedupKey) -> None:
         with self._live_lock:
-            if self._live.pop(key_id, None) is not None:
-                self._count_group(key_id, -1)
+            known = self._live.pop(key.id, None)
+            if known is not None:
+                self._count_group(known.group, -1)
 
-    def _count_group(self, key_id: str, change: int) -> None:
-        """Under the lock. The key's namespace and group, as ``DedupKey.id`` joins them."""
-        parts = key_id.split("|", 3)
-        group = (parts[2], parts[3]) if len(parts) == 4 else ("", key_id)
+    def _count_group(self, group: tuple[str, str], change: int) -> None:
+        """Under the lock."""
         count = self._live_groups.get(group, 0) + change
         if count > 0:
             self._live_groups[group] = count
