@@ -16,7 +16,7 @@ from typing import Any
 import gunicorn.config
 import pytest
 
-from khook import logs, runtime, serving
+from khook import logs, runtime, serving, trace
 from khook.cli._common import load_sample
 from khook.settings import Settings
 from tests.support.agent import A2AAgentServer
@@ -124,7 +124,7 @@ def test_bound_fields_follow_the_context_into_threads() -> None:
         record = logger.makeRecord("khook.test", logging.INFO, __file__, 0, "x", None, None)
         seen.append(json.loads(formatter.format(record)))
 
-    with logs.bound(ceId="e-1", ceSubject=None):
+    with trace.handling({}, {"id": "e-1", "source": "s"}):  # no subject: no ceSubject
         context = copy_context()
         thread = threading.Thread(target=context.run, args=(emit,))
         thread.start()

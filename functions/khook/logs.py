@@ -3,27 +3,25 @@
 Every line of the process is one: khook's own, other libraries' (through the root logger),
 Python warnings, uncaught exceptions in any thread (the traceback is the ``error`` field, one
 line), and gunicorn's and uvicorn's (``khook.serving.JSONLogger`` formats them with
-:class:`JSONFormatter`). Fields bound with :func:`bound` (the CloudEvent being handled, its
-trace) are added to every line logged inside, in whatever thread the context was copied to.
+:class:`JSONFormatter`). Fields bound with :func:`bind_lazy` (the CloudEvent being handled,
+its trace: ``khook.trace.handling``) are added to every line logged until they are unbound, in
+whatever thread the context was copied to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
 import threading
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 _FIELDS = "khook_fields"
 LEVELS = ("debug", "info", "warning", "error", "critical")
-_NOTHING: Mapping[str, Any] = types.MappingProxyType({})
-_context: ContextVar[Mapping[str, Any]] = ContextVar("khook_log_context", default=_NOTHING)
 # Fields worked out only when a line is written: most events are answered without one, and
 # building their fields up front cost more than deciding the event (see :func:`bind_lazy`).
 _lazy: ContextVar[LazyFields | None] = ContextVar("khook_lazy_log_fields", default=None)
@@ -44,7 +42,6 @@ class JSONFormatter(logging.Formatter):
         lazy = _lazy.get()
         if lazy is not None:
             entry.update(lazy.log_fields())
-        entry.update(_context.get())
         entry.update(getattr(record, _FIELDS, {}))
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
@@ -80,19 +77,9 @@ def log(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
         logger.log(level, msg, extra={_FIELDS: {k: v for k, v in fields.items() if v is not None}})
 
 
-@contextlib.contextmanager
-def bound(**fields: Any) -> Iterator[None]:
-    """Add ``fields`` to every line logged inside (None values are left out)."""
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
-
 def bind_lazy(source: LazyFields | None) -> Token[LazyFields | None]:
     """Add ``source.log_fields()`` to every line logged until :func:`unbind_lazy`, asked only
-    for a line that is written. Fields bound with :func:`bound` come after, and win."""
+    for a line that is written; a line's own fields come after, and win."""
     return _lazy.set(source)
 
 

@@ -115,12 +115,11 @@ class Recovery:
         return groups
 
     def _candidates(
-        self, event: ClusterEvent, hook: Hook, groups: set[tuple[str, str]] | None = None
+        self, event: ClusterEvent, hook: Hook, groups: set[tuple[str, str]]
     ) -> set[DedupKey]:
-        """The incidents of this Hook the object may be failing in."""
+        """The incidents of this Hook the object may be failing in (``groups``: its
+        :meth:`_groups`, worked out once for all Hooks)."""
         if not hook_sees(hook, event.namespace, self.control_namespace):
             return set()
-        if groups is None:
-            groups = self._groups(event)
         families = {self.correlation.family(t, hook.event_types) for t in hook.event_types}
         return {DedupKey(hook.key, f, ns, g) for f in families for ns, g in groups}
