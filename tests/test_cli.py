@@ -119,6 +119,7 @@ def test_render_explain_says_why_each_hook_acts_or_not(
     assert "reason: fired; default/pod-incidents pod-restart Deployment/web" in out
     assert "signal event 'BackOff': pod-restart" in out
     assert "hook default/pod-incidents: acts on pod-restart" in out
+    assert "  pod-restart: its prompt is straight-line: it renders in khook's process" in out
     # Excluded by the platform team's selector; another tenant's Hook never sees it.
     assert (
         "hook khook-system/cluster-incidents: not acting: "

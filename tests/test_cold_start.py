@@ -232,7 +232,7 @@ def _wait_for(condition: Any, seconds: float = 30.0) -> None:
 
 
 def test_prestart_starts_the_processes_in_the_background() -> None:
-    renderer = ProcessRenderer(workers=2, memory_bytes=256 * MIB + 11)
+    renderer = ProcessRenderer(inline=False, workers=2, memory_bytes=256 * MIB + 11)
     renderer.prestart()
     _wait_for(lambda: len(renderer.worker_pids()) == 2)
     assert _render(renderer).startswith("web-")
@@ -245,7 +245,7 @@ def test_a_render_waits_for_a_process_started_ahead_not_counting_its_start(
 ) -> None:
     started = _slow_start(monkeypatch, 0.5)
     # A deadline shorter than a start: the wait for the process is khook's, not the template's.
-    renderer = ProcessRenderer(timeout=0.3, workers=1, memory_bytes=256 * MIB + 12)
+    renderer = ProcessRenderer(inline=False, timeout=0.3, workers=1, memory_bytes=256 * MIB + 12)
     renderer.prestart()
     assert _render(renderer).startswith("web-")
     assert len(started) == 1 and renderer._pool.starts == 1  # it used the one started ahead
@@ -264,7 +264,7 @@ def test_a_process_that_cannot_start_ahead_is_left_to_the_render(
         real(self, memory_bytes)
 
     monkeypatch.setattr(_pool._Process, "__init__", first_fails)
-    renderer = ProcessRenderer(workers=1, memory_bytes=256 * MIB + 13)
+    renderer = ProcessRenderer(inline=False, workers=1, memory_bytes=256 * MIB + 13)
     renderer.prestart()
     assert _render(renderer).startswith("web-")  # started on demand after the failure
     assert renderer._pool.starts == 1

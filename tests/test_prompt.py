@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -19,6 +20,7 @@ from khook.core.prompt import (
     PromptFacts,
     compile_prompt,
 )
+from khook.core.text import MESSAGE_LIMIT, clean, clean_any, clean_object
 
 T = datetime(2026, 11, 23, 9, 20, tzinfo=UTC)
 
@@ -95,6 +97,78 @@ def test_cluster_text_is_cleaned_and_capped() -> None:
     assert message.startswith("ok[31mredgnp.exey")
     assert len(message) <= 2000
     assert "\x1b" not in text and "\u202e" not in text
+
+
+def _clean_char_by_char(text: str, limit: int) -> str:
+    kept = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+    )
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=400))
+def test_clean_drops_what_it_did_char_by_char(text: str, limit: int) -> None:
+    # clean skips the walk when the text is printable: the same result, either way.
+    assert clean(text, limit) == _clean_char_by_char(text, limit)
+    assert clean(text) == _clean_char_by_char(text, MESSAGE_LIMIT)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=40,
+)
+
+
+@given(_JSON)
+def test_clean_object_by_exact_type_is_clean_any(value: object) -> None:
+    # The JSON types are dispatched by exact type; everything else by isinstance.
+    obj = {"metadata": {"managedFields": [1], "name": value}, "spec": value}
+    assert clean_object(value) == clean_any(value)
+    assert clean_object(obj) == clean_any(obj)
+    assert "managedFields" not in clean_object(obj)["metadata"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{.ResourceName}} in {{.Namespace}}: {{.Message}}",
+        "{{ object.spec.containers[0].resources.limits.memory | default('unset') }}",
+        "{{ Namespace or 'cluster-scoped' }} {{ not event.owner }} {{ event.kind ~ '/' }}",
+        "{% if event.count > 3 and event.reason in ['OOMKilled', 'Error'] %}x{% endif %}",
+        "{{ event.message|truncate(80) }} {{ object|tojson }} {{ event is defined }}",
+        "{% raw %}{{ 2**30000000 }}{% endraw %}",
+    ],
+)
+def test_prompts_that_only_print_are_straight_line(source: str) -> None:
+    assert compile_prompt(source).straight
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% for c in object.spec.containers %}{{ c.name }}{% endfor %}",
+        "{{ event.name * 3 }}",
+        "{{ event.count + 1 }}",
+        "{{ -event.count }}",
+        "{% set x = event.name %}{{ x }}",
+        "{% macro m() %}x{% endmacro %}{{ m() }}",
+        "{{ event.name.upper() }}",
+        "{{ range(3) }}",
+        "{{ event.name|center(1000) }}",
+        "{{ event.name|truncate(event.count) }}",
+        "{{ object.metadata.labels|join(',') }}",
+        "{{ object[event.name] }}",
+        "{{ event.name[1:] }}",
+        "{{ [event.name] }}",
+        "{{ {'a': 1} }}",
+        "{% filter upper %}{{ event.name }}{% endfilter %}",
+        "{% with x = 1 %}{{ x }}{% endwith %}",
+        "{{ event.name is sameas(event.kind) }}",
+    ],
+)
+def test_prompts_that_compute_are_not_straight_line(source: str) -> None:
+    assert not compile_prompt(source).straight
 
 
 def test_sandbox_blocks_python_internals() -> None:

@@ -4,6 +4,7 @@ parent death)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,8 +96,17 @@ def _render(renderer: Any, source: str, event_type: str = "oom-kill") -> str:
 
 @pytest.fixture(scope="module")
 def renderer() -> Iterator[ProcessRenderer]:
+    """A render process for every render (``inline=False``): what the process does."""
     # More time than khook's 2 s default: on a loaded test machine a case must still end at
     # its own limit, not at the deadline (both refuse the Hook).
+    r = ProcessRenderer(timeout=5.0, inline=False)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def khooks() -> Iterator[ProcessRenderer]:
+    """As khook renders: a straight-line template in this process, the rest in a process."""
     r = ProcessRenderer(timeout=5.0)
     yield r
     r.close()
@@ -138,8 +148,13 @@ def test_corpus_in_this_process(case: Case) -> None:
     assert (case.problem if outcome == "invalid" else case.shown) in text
 
 
+@pytest.mark.parametrize("path", ["process", "khook"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_corpus_in_a_render_process(case: Case, renderer: ProcessRenderer) -> None:
+def test_corpus_in_a_render_process(
+    case: Case, path: str, renderer: ProcessRenderer, khooks: ProcessRenderer
+) -> None:
+    if path == "khook":
+        renderer = khooks
     started = time.monotonic()
     try:
         template = compile_prompt(case.prompt)
@@ -173,6 +188,7 @@ def test_a_render_process_renders_what_this_process_would(renderer: ProcessRende
 
 
 IMPORT_PROBE = """
+import contextlib
 import os
 import khook.sandbox
 me = str(os.getpid())
@@ -184,7 +200,7 @@ print(f"threads={len(os.listdir('/proc/self/task'))} children={len(children)}")
 
 def test_processes_start_on_first_use_only() -> None:
     # A fresh pool (its own settings): nothing runs until the first render.
-    lazy = ProcessRenderer(workers=1, memory_bytes=256 * MIB + 1)
+    lazy = ProcessRenderer(inline=False, workers=1, memory_bytes=256 * MIB + 1)
     assert lazy.worker_pids() == []
     assert _render(lazy, "{{ event.name }}").startswith("web-")
     assert len(lazy.worker_pids()) == 1
@@ -195,8 +211,8 @@ def test_processes_start_on_first_use_only() -> None:
 
 
 def test_an_overrunning_render_is_killed_and_its_process_replaced() -> None:
-    quick = ProcessRenderer(timeout=0.05, workers=1, memory_bytes=256 * MIB + 2)
-    patient = ProcessRenderer(timeout=HANG, workers=1, memory_bytes=256 * MIB + 2)
+    quick = ProcessRenderer(inline=False, timeout=0.05, workers=1, memory_bytes=256 * MIB + 2)
+    patient = ProcessRenderer(inline=False, timeout=HANG, workers=1, memory_bytes=256 * MIB + 2)
     assert _render(patient, "{{ event.name }}").startswith("web-")
     (first,) = patient.worker_pids()
     started = time.monotonic()
@@ -220,12 +236,12 @@ def _vm_size(pid: int) -> int:
 
 
 def test_the_memory_cap_ends_a_hungry_render() -> None:
-    roomy = ProcessRenderer(timeout=HANG, workers=1, memory_bytes=256 * MIB + 3)
+    roomy = ProcessRenderer(inline=False, timeout=HANG, workers=1, memory_bytes=256 * MIB + 3)
     assert _render(roomy, "{{ event.name }}").startswith("web-")
     (pid,) = roomy.worker_pids()
     cap = _vm_size(pid) + 16 * MIB  # what a process needs to render, and 16 MiB more
     assert _render(roomy, HUNGRY).startswith("7999999")  # fine with room to spare
-    tight = ProcessRenderer(timeout=HANG, workers=1, memory_bytes=cap)
+    tight = ProcessRenderer(inline=False, timeout=HANG, workers=1, memory_bytes=cap)
     assert _render(tight, "{{ event.name }}").startswith("web-")  # it starts and renders
     with pytest.raises(PromptError) as err:
         _render(tight, HUNGRY)
@@ -235,7 +251,7 @@ def test_the_memory_cap_ends_a_hungry_render() -> None:
 
 
 def test_renders_from_many_threads() -> None:
-    shared = ProcessRenderer(timeout=HANG, workers=2, memory_bytes=256 * MIB + 4)
+    shared = ProcessRenderer(inline=False, timeout=HANG, workers=2, memory_bytes=256 * MIB + 4)
     template = compile_prompt("{{ event.name }}/{{ event.count }}")
 
     def render(n: int) -> str:
@@ -249,8 +265,8 @@ def test_renders_from_many_threads() -> None:
 
 
 def test_a_caller_waits_for_a_free_process_within_its_deadline() -> None:
-    busy = ProcessRenderer(timeout=HANG, workers=1, memory_bytes=256 * MIB + 5)
-    hurried = ProcessRenderer(timeout=0.05, workers=1, memory_bytes=256 * MIB + 5)
+    busy = ProcessRenderer(inline=False, timeout=HANG, workers=1, memory_bytes=256 * MIB + 5)
+    hurried = ProcessRenderer(inline=False, timeout=0.05, workers=1, memory_bytes=256 * MIB + 5)
     assert _render(busy, "{{ event.name }}").startswith("web-")
     outcomes: list[str] = []
 
@@ -310,7 +326,7 @@ import threading, time
 from khook.core.prompt import compile_prompt
 from khook.core.sandbox_samples import sample_facts, sample_object
 from khook.sandbox import ProcessRenderer, PromptError
-r = ProcessRenderer(timeout=60, workers=2)
+r = ProcessRenderer(inline=False, timeout=60, workers=2)
 f, o = sample_facts("oom-kill"), sample_object("oom-kill")
 def slow():
     try:
@@ -372,7 +388,7 @@ def test_the_trial_render_uses_the_event_types_sample(renderer: ProcessRenderer)
 
 
 def test_a_closed_renderer_renders_no_more() -> None:
-    closing = ProcessRenderer(workers=2)
+    closing = ProcessRenderer(inline=False, workers=2)
     assert _render(closing, "{{ event.name }}").startswith("web-")
     closing.close()
     with pytest.raises(SandboxError):
@@ -389,3 +405,75 @@ def test_inline_and_process_renderers_agree_on_every_builtin_type(
     for event_type in BUILTIN_EVENT_TYPES:
         facts, obj = sample_facts(event_type), sample_object(event_type)
         assert renderer.render(template, facts, obj) == template.render(facts, obj)
+
+
+# ---- straight-line prompts, rendered in this process -------------------------------------
+
+
+def test_a_straight_line_prompt_renders_here_as_a_process_would(
+    renderer: ProcessRenderer,
+) -> None:
+    here = ProcessRenderer(inline=True, workers=1, memory_bytes=256 * MIB + 6)
+    sources = [
+        "{{.ResourceName}} {{ object.spec.containers[0].resources.limits.memory }}",
+        "{{ Namespace or 'cluster-scoped' }}: {{ event.owner | default('no owner') }}",
+        "{% if event.count > 3 %}{{ event.reason|upper }}{% else %}{{ Message }}{% endif %}",
+    ]
+    for source in sources:
+        assert compile_prompt(source).straight, source
+        assert _render(here, source) == _render(renderer, source)
+    assert here.worker_pids() == []  # no render process was needed
+
+
+def test_a_straight_line_prompt_over_the_inline_limits_goes_to_a_process(
+    renderer: ProcessRenderer,
+) -> None:
+    here = ProcessRenderer(inline=True, workers=1, memory_bytes=256 * MIB + 7)
+    big = sample_object("oom-kill")
+    big["metadata"]["labels"] = {f"l{i}": "x" * 1000 for i in range(90)}
+    # Five copies of a ~95,000-character object: within the full limits, past INLINE_LIMITS.
+    source = "{{ object|tojson|length }}," * 5
+    template = compile_prompt(source)
+    assert template.straight
+    facts = sample_facts("oom-kill")
+    assert template.render_inline(facts, big) is None  # over the inline character budget
+    text = here.render(template, facts, big)
+    assert text == renderer.render(template, facts, big)
+    assert int(text.split(",")[0]) > 90_000
+    assert len(here.worker_pids()) == 1  # it took a render process
+
+
+def test_a_straight_line_prompts_error_is_the_one_a_process_gives(
+    renderer: ProcessRenderer,
+) -> None:
+    template = compile_prompt("{{ event.name|truncate('ten') }}")
+    assert template.straight
+    facts, obj = sample_facts("oom-kill"), sample_object("oom-kill")
+    with pytest.raises(PromptError) as here:
+        template.render_inline(facts, obj)
+    with pytest.raises(PromptError) as there:
+        renderer.render(template, facts, obj)
+    assert (str(here.value), here.value.kind) == (str(there.value), there.value.kind)
+    assert here.value.kind == "template"
+
+
+def test_few_hostile_prompts_are_straight_line_and_those_stay_small_here() -> None:
+    # Every corpus case that compiles and is not straight-line is one khook sends to a process;
+    # the straight-line ones render here within INLINE_LIMITS or go there too.
+    straight = []
+    for case in CASES:
+        try:
+            template = compile_prompt(case.prompt)
+        except PromptError:
+            continue
+        if template.straight:
+            straight.append(case.name)
+            started = time.monotonic()
+            with contextlib.suppress(PromptError):
+                template.render_inline(
+                    sample_facts(case.event_type), sample_object(case.event_type)
+                )
+            assert time.monotonic() - started < HANG
+    # The corpus is made of attacks: loops, calls, arithmetic, big strings. A few attacks
+    # on text alone (fences, placeholders) are straight-line and harmless here.
+    assert len(straight) < len(CASES) // 4, straight

@@ -23,6 +23,7 @@ from khook.core.events import ClusterEvent, NotOfInterest, Reference, decode
 from khook.core.explain import why_no_rule, why_not
 from khook.core.memory import ObjectMemory
 from khook.core.outcome import Status
+from khook.core.prompt import PromptTemplate
 from khook.core.reasons import Code, Reason
 from khook.core.rules import RuleTable
 from khook.files import (
@@ -190,5 +191,17 @@ def _explain(event: ClusterEvent, rules: RuleTable, hooks: HookSet, control: str
         else:
             wanted = sorted({d.event_type for d in detections} & set(hook.event_types))
             print(f"hook {hook.key}: acts on {', '.join(wanted)}")
+            for event_type in wanted:
+                config = hook.configuration(event_type)
+                if config is not None:
+                    print(f"  {event_type}: {_where_it_renders(config.prompt)}")
     for bad in hooks.invalid:
         print(f"hook {bad.namespace}/{bad.name}: not in force ({bad.reason}): {bad}")
+
+
+def _where_it_renders(prompt: PromptTemplate) -> str:
+    if prompt.straight:
+        return "its prompt is straight-line: it renders in khook's process"
+    return (
+        "its prompt computes (a loop, call, set, arithmetic, ...): it renders in a render process"
+    )

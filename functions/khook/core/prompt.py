@@ -26,6 +26,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 
 from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
 from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
+from khook.core._jinja_straight import INLINE_LIMITS, is_straight_line
 from khook.core.objects import format_time
 from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence
 
@@ -67,6 +68,9 @@ class PromptError(ValueError):
 class PromptTemplate:
     source: str
     _compiled: Any  # jinja2.Template; Any keeps the public face free of jinja types
+    # Only text, placeholders, lookups and a few linear filters: safe to render in khook's own
+    # process under INLINE_LIMITS (see _jinja_straight).
+    straight: bool = False
 
     def render(
         self, facts: PromptFacts, obj: Mapping[str, Any] | None, limits: Limits = LIMITS
@@ -88,6 +92,19 @@ class PromptTemplate:
         except Exception as exc:  # whatever a tenant's template raises is the template's fault
             raise PromptError(f"prompt failed to render: {type(exc).__name__}: {exc}") from None
         return f"{text.rstrip()}\n\n{facts.context_block()}"
+
+    def render_inline(self, facts: PromptFacts, obj: Mapping[str, Any] | None) -> str | None:
+        """The prompt, rendered in this process when the template is straight-line and stays
+        within INLINE_LIMITS; None when it needs a render process (any other template, or one
+        that went over those limits). A template error is raised as a render process would."""
+        if not self.straight:
+            return None
+        try:
+            return self.render(facts, obj, INLINE_LIMITS)
+        except PromptError as exc:
+            if exc.kind == "template":
+                raise
+            return None
 
 
 def compile_prompt(source: str) -> PromptTemplate:
@@ -115,6 +132,7 @@ def compile_prompt(source: str) -> PromptTemplate:
                 f"unknown placeholder(s) {', '.join(unknown)}; available: "
                 f"{', '.join(PLACEHOLDERS + JINJA_NAMES)}"
             )
+        straight = is_straight_line(tree)
         guard_tree(tree)
         compiled = ENV.from_string(tree)
     except TemplateSyntaxError as exc:
@@ -123,7 +141,7 @@ def compile_prompt(source: str) -> PromptTemplate:
         raise PromptError(f"prompt is too complex to compile: {exc.msg}") from None
     except (RecursionError, MemoryError):
         raise PromptError("prompt is too complex to compile") from None
-    return PromptTemplate(source=source, _compiled=compiled)
+    return PromptTemplate(source=source, _compiled=compiled, straight=straight)
 
 
 def _parse(translated: str) -> nodes.Template:
@@ -276,6 +294,9 @@ class PromptFacts:
         return "```yaml\n# khook event context\n" + "\n".join(lines) + "\n```"
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps builds one per call
+
+
 def _json_string(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = _ENCODE(value)
     return text.replace("`", "\\u0060").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")

@@ -30,6 +30,8 @@ _INT64 = (-(2**63), 2**64)
 
 def clean(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """Drop control and format characters (bidi overrides, zero-width), cap the length."""
+    if text.isprintable():  # holds none of them (nor separators): nothing to drop
+        return _cap(text, limit)
     kept = "".join(ch for ch in text if ch in _KEEP or unicodedata.category(ch) not in _DROPPED)
     return _cap(kept, limit)
 
@@ -72,17 +74,30 @@ def clean_object(value: Any, depth: int = 0) -> Any:
     string fenced and capped, lists and nesting capped, numbers plain JSON numbers."""
     if depth > _DEPTH_LIMIT:
         return None
+    # What a JSON decoder makes, by exact type (an isinstance against Mapping is slow);
+    # anything else takes the general route, with the same result.
+    kind = type(value)
+    if kind is str:
+        return fence(value, VALUE_LIMIT)
+    if kind is dict:
+        return _clean_mapping(value, depth)
+    if kind is list:
+        return [clean_object(item, depth + 1) for item in value[:_LIST_LIMIT]]
+    if kind is bool or value is None or kind is float:
+        return value
+    if kind is int:
+        return value if _INT64[0] <= value < _INT64[1] else fence(str(value), VALUE_LIMIT)
+    return clean_any(value, depth)
+
+
+def clean_any(value: Any, depth: int = 0) -> Any:
+    """``clean_object`` for any value, by what it is an instance of."""
+    if depth > _DEPTH_LIMIT:
+        return None
     if isinstance(value, str):
         return fence(value, VALUE_LIMIT)
     if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if depth == 1 and key in _DROPPED_METADATA:
-                continue
-            if key in _DROPPED_ANNOTATIONS:
-                continue
-            out[fence(str(key), NAME_LIMIT)] = clean_object(item, depth + 1)
-        return out
+        return _clean_mapping(value, depth)
     if isinstance(value, list):
         return [clean_object(item, depth + 1) for item in value[:_LIST_LIMIT]]
     if isinstance(value, bool) or value is None:
@@ -92,3 +107,14 @@ def clean_object(value: Any, depth: int = 0) -> Any:
     if isinstance(value, float):
         return value
     return fence(str(value), VALUE_LIMIT)
+
+
+def _clean_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if depth == 1 and key in _DROPPED_METADATA:
+            continue
+        if key in _DROPPED_ANNOTATIONS:
+            continue
+        out[fence(str(key), NAME_LIMIT)] = clean_object(item, depth + 1)
+    return out

@@ -1,7 +1,9 @@
 """Renderers: how khook turns a Hook's prompt and one firing's facts into text.
 
-``ProcessRenderer`` is what khook runs: every render happens in a separate process with a
-deadline and a memory cap, so no template can hold a khook thread or exhaust its memory.
+``ProcessRenderer`` is what khook runs: a render happens in a separate process with a
+deadline and a memory cap, so no template can hold a khook thread or exhaust its memory; only
+a straight-line template (text, placeholders, lookups, a few linear filters) renders in this
+process, under limits a fraction of the full ones, and goes to a process if it passes them.
 ``InlineRenderer`` renders in this process with only the cooperative limits (tools, tests).
 """
 
@@ -74,16 +76,24 @@ class ProcessRenderer(_Checks):
     ahead of it: :meth:`prestart`).
 
     ``timeout``: seconds a render may take, waiting for a free process included;
-    ``memory_bytes``: each process's address-space cap; ``workers``: processes at most.
+    ``memory_bytes``: each process's address-space cap; ``workers``: processes at most;
+    ``inline``: render a straight-line template in this process first
+    (``PromptTemplate.render_inline``), as khook does; False sends every render to a process.
     """
 
     def __init__(
-        self, timeout: float = 2.0, memory_bytes: int = 256 * MIB, workers: int = 2
+        self,
+        timeout: float = 2.0,
+        memory_bytes: int = 256 * MIB,
+        workers: int = 2,
+        *,
+        inline: bool = True,
     ) -> None:
         super().__init__()
         if timeout <= 0 or memory_bytes <= 0 or workers < 1:
             raise ValueError("timeout, memory_bytes and workers must be positive")
         self.timeout = timeout
+        self._inline = inline
         self._pool = shared_pool(memory_bytes, workers)
         self._closed = False
 
@@ -92,6 +102,10 @@ class ProcessRenderer(_Checks):
     ) -> str:
         if self._closed:
             raise SandboxError("this renderer is closed")
+        if self._inline:
+            text = template.render_inline(facts, obj)
+            if text is not None:
+                return text
         request = {"source": template.source, "facts": facts_to_wire(facts), "object": obj}
         answer = self._pool.run(request, self.timeout)
         if answer.get("ok") and isinstance(answer.get("text"), str):
