@@ -7,11 +7,13 @@ import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from khook.core._jinja_limits import RenderLimit
 from khook.core.prompt import (
     KHOOK_PLACEHOLDERS,
     PROMPT_LIMIT,
@@ -20,7 +22,7 @@ from khook.core.prompt import (
     PromptFacts,
     compile_prompt,
 )
-from khook.core.text import MESSAGE_LIMIT, clean, clean_any, clean_object
+from khook.core.text import MESSAGE_LIMIT, clean, clean_any, clean_object, has_at_most
 
 T = datetime(2026, 11, 23, 9, 20, tzinfo=UTC)
 
@@ -165,10 +167,64 @@ def test_prompts_that_only_print_are_straight_line(source: str) -> None:
         "{% filter upper %}{{ event.name }}{% endfilter %}",
         "{% with x = 1 %}{{ x }}{% endwith %}",
         "{{ event.name is sameas(event.kind) }}",
+        "{{ event|tojson(2) }}",
+        "{{ Message|tojson(indent=300000000) }}",
+        "{{ event.name|upper(1) }}",
     ],
 )
 def test_prompts_that_compute_are_not_straight_line(source: str) -> None:
     assert not compile_prompt(source).straight
+
+
+def test_tojson_refuses_an_indent_before_the_encoder_makes_it() -> None:
+    # The encoder builds its indent string before it writes anything: 300 MB here, once.
+    with pytest.raises(PromptError, match="a string of more than") as err:
+        compile_prompt("{{ Message|tojson(indent=300000000) }}").render(facts(), {})
+    assert err.value.kind == "limit"
+    text = compile_prompt("{{ event|tojson(indent=2) }}").render(facts(), {})
+    assert text.startswith('{\n  "action": "",\n  "apiVersion"')
+
+
+class _Loud(dict):  # type: ignore[type-arg]
+    """A mapping that says when it is turned into text."""
+
+    made: ClassVar[list[int]] = []
+
+    def __str__(self) -> str:
+        self.made.append(len(self))
+        return super().__str__()
+
+
+@pytest.mark.parametrize("name", ["title", "upper", "lower", "capitalize", "trim"])
+def test_text_filters_size_a_mapping_before_they_print_it(name: str) -> None:
+    from khook.core._jinja_env import ENV
+    from khook.core._jinja_limits import Budget, Limits, spending
+
+    _Loud.made.clear()
+    big = _Loud({f"k{i}": "v" * 100 for i in range(100)})  # ~11,000 characters as text
+    with spending(Budget(Limits(string=5_000))), pytest.raises(RenderLimit):
+        ENV.filters[name](ENV.from_string("").new_context({}), big)
+    assert _Loud.made == [], "the limit trips before str() builds the text"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("read")
+
+
+def test_a_prompt_that_never_names_object_renders_without_it() -> None:
+    template = compile_prompt("{{ event.name }} in {{.Namespace}}")
+    assert not template.reads_object
+    assert template.render(facts(), {"spec": _Unprintable()}).startswith("web-")
+    assert compile_prompt("{% if object %}{{ object.kind }}{% endif %}").reads_object
+
+
+def test_has_at_most_counts_every_value_and_stops_past_the_count() -> None:
+    pod = {"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}}, "spec": [1, 2, [3]]}
+    total = 1 + 2 + 2 + 2 + 3 + 1  # the pod, its keys' values, labels, list items
+    assert has_at_most(pod, total) and not has_at_most(pod, total - 1)
+    assert has_at_most("text", 1) and not has_at_most({"a": 1}, 1)
+    assert not has_at_most({f"k{i}": i for i in range(10**6)}, 5_000)
 
 
 def test_sandbox_blocks_python_internals() -> None:

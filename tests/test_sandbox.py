@@ -477,3 +477,22 @@ def test_few_hostile_prompts_are_straight_line_and_those_stay_small_here() -> No
     # The corpus is made of attacks: loops, calls, arithmetic, big strings. A few attacks
     # on text alone (fences, placeholders) are straight-line and harmless here.
     assert len(straight) < len(CASES) // 4, straight
+
+
+def test_a_straight_line_prompt_about_a_big_object_goes_to_a_process(
+    renderer: ProcessRenderer,
+) -> None:
+    here = ProcessRenderer(inline=True, workers=1, memory_bytes=256 * MIB + 8)
+    big = sample_object("oom-kill")
+    big["metadata"]["labels"] = {f"l{i}": "" for i in range(6_000)}
+    facts = sample_facts("oom-kill")
+    template = compile_prompt("{{ object.metadata.labels|length }}")
+    assert template.straight
+    assert template.render_inline(facts, big) is None  # more values than INLINE_OBJECT_VALUES
+    text = here.render(template, facts, big)
+    assert text == renderer.render(template, facts, big) and text.startswith("6000")
+    assert len(here.worker_pids()) == 1
+    # A prompt that never names the object renders here, whatever the object holds.
+    assert _render(here, "{{ event.name }}").startswith("web-")
+    assert here.render(compile_prompt("{{ event.name }}"), facts, big).startswith("web-")
+    assert len(here.worker_pids()) == 1

@@ -72,7 +72,10 @@ def _unique(budget: Budget, value: Any, args: _Args, kwargs: _Kwargs) -> Any:
 
 
 def _scan(budget: Budget, value: Any, args: _Args, kwargs: _Kwargs) -> Any:
-    budget.spend(text_size(value, budget.limits.string))
+    size = text_size(value, budget.limits.string)
+    if not isinstance(value, str):
+        budget.allow_string(size)  # the filter turns it into text first: str(a mapping)
+    budget.spend(size)
     return value
 
 
@@ -218,6 +221,7 @@ class _BoundedStream:
         return len(text)
 
 
+INDENT_LEVELS = 100  # a value nested deeper cannot be printed at all
 _JSON_GROWTH = 12  # json.dumps writes an astral character as two \uXXXX escapes
 
 
@@ -225,7 +229,12 @@ def bounded_json_dumps(value: Any, **kwargs: Any) -> str:
     """The tojson filter's dumps: at C speed when the value is small enough that its JSON
     cannot pass the string limit, else piece by piece, stopped at the limit."""
     budget = current()
-    if not kwargs.get("indent"):
+    indent = kwargs.get("indent")
+    if indent:
+        # The encoder makes its indent string, once per level, before it writes a thing.
+        width = indent if isinstance(indent, int) else len(str(indent))
+        budget.allow_string(width * INDENT_LEVELS)
+    else:
         size = text_size(value, budget.limits.string)
         if size * _JSON_GROWTH <= budget.limits.string:
             return json.dumps(value, **kwargs)
@@ -237,6 +246,7 @@ def bounded_json_dumps(value: Any, **kwargs: Any) -> str:
 
 _CHECKS: dict[str, Check] = {
     "batch": _counted(0, "linecount"),
+    "capitalize": _scan,
     "center": _center,
     "dictsort": _sorting,
     "e": _expanding(6),
@@ -264,6 +274,7 @@ _CHECKS: dict[str, Check] = {
     "striptags": _striptags,
     "sum": _sum,
     "title": _scan,
+    "trim": _scan,
     "unique": _unique,
     "upper": _scan,
     "urlencode": _expanding(9),

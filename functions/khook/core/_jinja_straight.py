@@ -23,6 +23,10 @@ INLINE_LIMITS = replace(
     LIMITS, steps=2_000, chars=400_000, string=100_000, items=1_000, items_made=10_000
 )
 
+# The most values (strings, numbers, mapping entries, list items) an object rendered here may
+# hold: a Pod has a few hundred; cleaning a bigger one for the template is left to a process.
+INLINE_OBJECT_VALUES = 5_000
+
 _NODES = (
     nodes.Template,
     nodes.Output,
@@ -45,8 +49,10 @@ _NODES = (
     nodes.Test,
     nodes.Keyword,
 )
-# Filters and tests whose work is at most linear in their input, with no argument that sizes
-# their result (unlike ``center(n)``, ``indent(n)`` or ``join``, which are left to a process).
+# Filters and tests whose work is at most linear in their input. Only those below take
+# arguments here (constants): an argument may size a result (``center(n)``, ``indent(n)``,
+# ``tojson(indent=n)``), and such a prompt is left to a render process.
+_WITH_ARGUMENTS = frozenset({"d", "default", "truncate"})
 _FILTERS = frozenset(
     {
         "capitalize",
@@ -102,13 +108,14 @@ def _allowed(node: nodes.Node) -> bool:
     if isinstance(node, nodes.Getitem):
         return isinstance(node.arg, nodes.Const)
     if isinstance(node, nodes.Filter | nodes.Test):
-        names = _FILTERS if isinstance(node, nodes.Filter) else _TESTS
-        return (
-            node.name in names
-            and node.node is not None
-            and node.dyn_args is None
-            and node.dyn_kwargs is None
-            and all(isinstance(arg, nodes.Const) for arg in node.args)
-            and all(isinstance(kw.value, nodes.Const) for kw in node.kwargs)
+        filtering = isinstance(node, nodes.Filter)
+        if node.name not in (_FILTERS if filtering else _TESTS) or node.node is None:
+            return False
+        if node.dyn_args is not None or node.dyn_kwargs is not None:
+            return False
+        if filtering and node.name not in _WITH_ARGUMENTS and (node.args or node.kwargs):
+            return False
+        return all(isinstance(arg, nodes.Const) for arg in node.args) and all(
+            isinstance(kw.value, nodes.Const) for kw in node.kwargs
         )
     return True

@@ -26,9 +26,9 @@ from jinja2.exceptions import SecurityError, TemplateError
 
 from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
 from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
-from khook.core._jinja_straight import INLINE_LIMITS, is_straight_line
+from khook.core._jinja_straight import INLINE_LIMITS, INLINE_OBJECT_VALUES, is_straight_line
 from khook.core.objects import format_time
-from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence
+from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence, has_at_most
 
 PROMPT_LIMIT = 10_000  # as the CRD allows
 RENDERED_LIMIT = LIMITS.output
@@ -71,12 +71,15 @@ class PromptTemplate:
     # Only text, placeholders, lookups and a few linear filters: safe to render in khook's own
     # process under INLINE_LIMITS (see _jinja_straight).
     straight: bool = False
+    # Whether it names ``object``: one that does not is rendered without it (it cannot tell),
+    # so the object is neither cleaned nor sent to a render process.
+    reads_object: bool = True
 
     def render(
         self, facts: PromptFacts, obj: Mapping[str, Any] | None, limits: Limits = LIMITS
     ) -> str:
         """The prompt for one firing, in this process (cooperative limits, no deadline)."""
-        context = facts.context(obj)
+        context = facts.context(obj if self.reads_object else None)
         try:
             text = render_bounded(self._compiled, context, limits)
         except RenderLimit as exc:
@@ -99,6 +102,8 @@ class PromptTemplate:
         that went over those limits). A template error is raised as a render process would."""
         if not self.straight:
             return None
+        if self.reads_object and obj is not None and not has_at_most(obj, INLINE_OBJECT_VALUES):
+            return None  # cleaning a big object is work enough for a render process
         try:
             return self.render(facts, obj, INLINE_LIMITS)
         except PromptError as exc:
@@ -126,7 +131,8 @@ def compile_prompt(source: str) -> PromptTemplate:
     if any(True for _ in tree.find_all(_FORBIDDEN_NODES)):
         raise PromptError("prompts cannot include, import or extend other templates")
     try:
-        unknown = sorted(ENV.undeclared_names(tree) - set(PLACEHOLDERS + JINJA_NAMES))
+        names = ENV.undeclared_names(tree)
+        unknown = sorted(names - set(PLACEHOLDERS + JINJA_NAMES))
         if unknown:
             raise PromptError(
                 f"unknown placeholder(s) {', '.join(unknown)}; available: "
@@ -141,7 +147,9 @@ def compile_prompt(source: str) -> PromptTemplate:
         raise PromptError(f"prompt is too complex to compile: {exc.msg}") from None
     except (RecursionError, MemoryError):
         raise PromptError("prompt is too complex to compile") from None
-    return PromptTemplate(source=source, _compiled=compiled, straight=straight)
+    return PromptTemplate(
+        source=source, _compiled=compiled, straight=straight, reads_object="object" in names
+    )
 
 
 def _parse(translated: str) -> nodes.Template:

@@ -90,6 +90,26 @@ def clean_object(value: Any, depth: int = 0) -> Any:
     return clean_any(value, depth)
 
 
+def has_at_most(value: Any, count: int) -> bool:
+    """Whether a JSON-like value holds at most ``count`` values (mapping entries, list items
+    and scalars, at any depth); stops counting past it."""
+    stack = [value]
+    seen = 1
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        seen += len(children)
+        if seen > count:  # before a child is touched: never more work than ``count``
+            return False
+        stack.extend(children)
+    return True
+
+
 def clean_any(value: Any, depth: int = 0) -> Any:
     """``clean_object`` for any value, by what it is an instance of."""
     if depth > _DEPTH_LIMIT:

@@ -106,7 +106,11 @@ class ProcessRenderer(_Checks):
             text = template.render_inline(facts, obj)
             if text is not None:
                 return text
-        request = {"source": template.source, "facts": facts_to_wire(facts), "object": obj}
+        request = {
+            "source": template.source,
+            "facts": facts_to_wire(facts),
+            "object": obj if template.reads_object else None,
+        }
         answer = self._pool.run(request, self.timeout)
         if answer.get("ok") and isinstance(answer.get("text"), str):
             return str(answer["text"])
