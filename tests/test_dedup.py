@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from khook.core.dedup import DedupKey, Observation, Policy, Record, Verdict, decide
-from khook.stores import Deduplicator, MemoryRecords, TinyDBRecords
+from khook.stores import Deduplicator, MemoryRecords, MeteredRecords, TinyDBRecords
 from khook.stores._base import RecordStore
 from tests.support.clock import FakeClock
 
@@ -239,6 +239,59 @@ def test_release_does_not_undo_another_firing(tmp_path: Path, clock: FakeClock) 
     assert fresh.verdict is Verdict.FIRE
     dedup.release(stale_claim)  # too late: the record now belongs to the newer firing
     assert dedup.claim(KEY, obs("c"), WINDOW).verdict is Verdict.DUPLICATE
+
+
+def test_claim_now_decides_only_what_calls_for_nothing(clock: FakeClock) -> None:
+    store = MemoryRecords(clock)
+    dedup = Deduplicator(MeteredRecords(store), clock, MAX_AGE)
+    assert dedup.answers_now
+    policy = Policy(window=WINDOW)
+    # A first sighting would open a session: nothing is stored, the caller claims it later.
+    assert dedup.claim_now(KEY, obs("a"), policy) is None
+    assert store.get(KEY) is None
+    first = dedup.claim(KEY, obs("a"), policy)
+    assert first.verdict is Verdict.FIRE
+    # Repeats, while its agent call runs and after, are duplicates, counted as claim() does.
+    during = dedup.claim_now(KEY, obs("a2"), policy)
+    assert during is not None and during.verdict is Verdict.DUPLICATE
+    dedup.confirm(first, "task-1", "ctx-1")
+    again = dedup.claim_now(KEY, obs("b", T0 + timedelta(minutes=1)), policy)
+    assert again is not None and again.verdict is Verdict.DUPLICATE
+    stored = store.get(KEY)
+    assert stored is not None and stored.count == 3 and stored.task_id == "task-1"
+    assert dedup.knows_live(KEY)
+
+
+def test_claim_now_never_waits_for_the_store(tmp_path: Path, clock: FakeClock) -> None:
+    # A store on disk or in the cluster always waits: claim() on a thread instead.
+    on_disk = Deduplicator(
+        MeteredRecords(TinyDBRecords(tmp_path / "d.json", clock)), clock, MAX_AGE
+    )
+    assert not on_disk.answers_now
+    on_disk.claim(KEY, obs("a"), WINDOW)
+    assert on_disk.claim_now(KEY, obs("b"), Policy(window=WINDOW)) is None
+    # A memory store busy on another thread (a prune, a claim) is not waited for either.
+    store = MemoryRecords(clock)
+    dedup = Deduplicator(store, clock, MAX_AGE)
+    dedup.claim(KEY, obs("a"), WINDOW)
+    inside, leave = threading.Event(), threading.Event()
+
+    def slow(current: Record | None) -> Record | None:
+        inside.set()
+        leave.wait(30)
+        return current
+
+    holder = threading.Thread(target=lambda: store.update(KEY, slow))
+    holder.start()
+    assert inside.wait(30)
+    try:
+        assert dedup.claim_now(KEY, obs("b"), Policy(window=WINDOW)) is None
+    finally:
+        leave.set()
+        holder.join()
+    stored = store.get(KEY)
+    assert stored is not None and stored.count == 1  # nothing was counted while busy
+    assert dedup.claim_now(KEY, obs("b"), Policy(window=WINDOW)) is not None
 
 
 def test_tinydb_prunes_records_that_shield_nothing(tmp_path: Path, clock: FakeClock) -> None:

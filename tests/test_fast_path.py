@@ -3,15 +3,22 @@ everything else takes the full path, and the answer is the same either way."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from khook.core.cloudevent import parse
+from khook.core.outcome import Outcome
+from khook.pipeline import Screened
+from khook.runtime import build_pipeline
+from khook.settings import Settings
 from tests.conftest import FunctionFactory
 from tests.support.agent import A2AAgentServer, Fault
 from tests.support.clock import FakeClock
@@ -26,6 +33,7 @@ from tests.support.cluster import (
     wait_until,
 )
 from tests.support.events import (
+    HOOKS,
     apiserver_event,
     binary,
     core_event,
@@ -74,6 +82,81 @@ def test_an_event_no_rule_wants_is_answered_while_every_worker_is_busy(
         release.set()
         firing.join(timeout=30)
     assert answers[0].headers[OUTCOME] == outcome(fired=1)
+
+
+def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
+    make_function: FunctionFactory, agent: A2AAgentServer
+) -> None:
+    """With the store in memory, a repeat is decided on the event loop (finish_now): it is
+    not queued behind an agent call that holds the only worker thread."""
+    fn = make_function(threads=1, dedup="memory")
+    live = pod(
+        name="live-7d4b9c8f5-x2x9z", owner="live-7d4b9c8f5", container_statuses=[oom_status()]
+    )
+    assert post(fn, live).headers[OUTCOME] == outcome(fired=1)
+    answers: list[httpx.Response] = []
+    with agent_held(agent) as release:
+        firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
+        firing.start()
+        wait_until(lambda: len(agent.posts()) == 2, what="the second agent call to start")
+        repeat = post(fn, live)
+        assert repeat.status_code == 202 and repeat.headers[OUTCOME] == outcome(duplicate=1)
+        assert not answers, "the agent call is still in flight"
+        release.set()
+        firing.join(timeout=30)
+    assert answers[0].headers[OUTCOME] == outcome(fired=1)
+    assert len(agent.posts()) == 2
+
+
+def test_finish_now_leaves_what_would_call_the_agent_for_finish(
+    clock: FakeClock, agent: A2AAgentServer
+) -> None:
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "agent_url": agent.url})
+    pipeline = build_pipeline(settings, clock)
+    try:
+        pipeline.hooks.current()
+        sick = pod(container_statuses=[oom_status()])
+        screened = pipeline.screen(parse(*binary(apiserver_event(sick))))
+        assert isinstance(screened, Screened)
+        left = pipeline.finish_now(screened)
+        # A new incident: its claim and agent call are left for a worker thread, untouched.
+        assert isinstance(left, Screened) and left.plan is not None
+        assert agent.posts() == []
+        assert pipeline.finish(left).counts().header() == outcome(fired=1)
+        assert len(agent.posts()) == 1
+        # Its repeat is answered here, and sends nothing.
+        again = pipeline.screen(parse(*binary(apiserver_event(sick))))
+        assert isinstance(again, Screened)
+        done = pipeline.finish_now(again)
+        assert isinstance(done, Outcome) and done.counts().header() == outcome(duplicate=1)
+        # A healthy Pod may end the incident (its session is told): left to finish().
+        healthy = pipeline.screen(parse(*binary(apiserver_event(recovered(sick)))))
+        assert isinstance(healthy, Screened) and pipeline.finish_now(healthy) is healthy
+        assert len(agent.posts()) == 1
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.parametrize("dedup", ["memory", "tinydb"])
+def test_a_hook_file_removed_stops_acting_whatever_the_store(
+    tmp_path: Path, clock: FakeClock, agent: A2AAgentServer, dedup: str
+) -> None:
+    """Hook files are looked at once a second: the loop's fast path (finish_now, with the
+    memory store) never acts on Hooks older than that."""
+    hooks = tmp_path / "hooks"
+    shutil.copytree(HOOKS, hooks)
+    store = "memory" if dedup == "memory" else f"tinydb:{tmp_path / 'dedup'}"
+    settings = Settings.coerce({"hooks": (str(hooks),), "dedup": store, "agent_url": agent.url})
+    pipeline = build_pipeline(settings, clock)
+    try:
+        assert "default/pod-incidents" in {h.key for h in pipeline.hooks.current().hooks}
+        (hooks / "pod-incidents.yaml").unlink()
+        clock.advance(5)
+        answer = pipeline.process(parse(*oom_request()))
+        assert answer.counts().header() == outcome(), answer.reason().header()
+        assert agent.posts() == []
+    finally:
+        pipeline.close()
 
 
 @pytest.mark.parametrize("namespace", ["default", "a|b"])

@@ -280,8 +280,13 @@ class FileHookSource:
         self._current = HookSet()
 
     def cached(self) -> HookSet | None:
-        # Stale by at most CHECK_EVERY_SECONDS, as current() is; never loaded yet: ask it.
-        return self._current if self._fingerprint is not None else None
+        # Stale by at most CHECK_EVERY_SECONDS, as current() is: once a check of the files is
+        # due (or they were never loaded), only current() can tell.
+        if self._fingerprint is None:
+            return None
+        if self._clock.monotonic() - self._checked_at >= self.CHECK_EVERY_SECONDS:
+            return None
+        return self._current
 
     def current(self, wait: bool = True) -> HookSet:
         with self._lock:

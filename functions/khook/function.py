@@ -138,7 +138,8 @@ async def _handle(request: Request) -> Response:
 
 async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
     """Most events are answered here on the event loop, for the cost of decoding and
-    classifying them (Pipeline.screen: no I/O); the rest go to a worker thread, which costs a
+    classifying them (Pipeline.screen: no I/O), and so are repeats of live incidents when the
+    store is in memory (Pipeline.finish_now); the rest go to a worker thread, which costs a
     hand-over each way and may wait for the store, the agent or the API server."""
     pipeline = runtime.built()
     screened = pipeline.screen(envelope) if pipeline is not None else None
@@ -146,7 +147,9 @@ async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
         return screened
     if screened is None:
         return await runtime.run(lambda built: built.process(envelope))
-    rest = screened
+    rest = pipeline.finish_now(screened) if pipeline is not None else screened
+    if isinstance(rest, Outcome):
+        return rest
     return await runtime.run(lambda built: built.finish(rest))
 
 

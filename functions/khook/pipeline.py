@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from khook import metrics
 from khook.agent import AgentClient
@@ -15,7 +15,7 @@ from khook.auth import Authenticator, NoAuth
 from khook.clock import Clock
 from khook.core.classify import Detection, classify, event_types
 from khook.core.correlate import Explained, Facts, Incident, Table, correlate
-from khook.core.dedup import DedupKey, Record
+from khook.core.dedup import Record
 from khook.core.events import (
     ClusterEvent,
     Envelope,
@@ -29,13 +29,14 @@ from khook.core.health import is_healthy
 from khook.core.hooks import Hook
 from khook.core.match import HookMatch, match
 from khook.core.objects import ObjectRef
-from khook.core.outcome import Outcome
+from khook.core.outcome import FiringResult, Outcome
 from khook.core.reasons import Code, Reason
 from khook.core.rules import RuleTable
 from khook.core.signals import extract_signals
 from khook.fanout import FanOut
 from khook.files import HookSource
 from khook.logs import log
+from khook.plans import Plan, Screened, Unit
 from khook.recorder import Recorder
 from khook.recovery import Recovery
 from khook.sandbox import InlineRenderer, Renderer
@@ -158,11 +159,15 @@ class Pipeline:
         self.renderer.close()
 
     def process(self, envelope: Envelope) -> Outcome:
-        screened = self.screen(envelope)
-        return screened if isinstance(screened, Outcome) else self.finish(screened)
+        """What the HTTP entry does, on one thread: screen, finish_now, finish."""
+        return self._through(self.screen(envelope))
 
     def process_event(self, event: ClusterEvent) -> Outcome:
-        screened = self._screen_event(event)
+        return self._through(self._screen_event(event))
+
+    def _through(self, screened: Outcome | Screened) -> Outcome:
+        if isinstance(screened, Screened):
+            screened = self.finish_now(screened)
         return screened if isinstance(screened, Outcome) else self.finish(screened)
 
     def screen(self, envelope: Envelope) -> Outcome | Screened:
@@ -204,8 +209,38 @@ class Pipeline:
         why = why_no_rule(event, signals)
         return self._done(Outcome(event=event, ignored=Reason(Code.NO_RULE, why)))
 
+    def finish_now(self, screened: Screened) -> Outcome | Screened:
+        """As much of :meth:`finish` as needs no waiting, on the caller's thread (the HTTP
+        entry's event loop): with the store in this process, a repeat of a live incident (a
+        duplicate, a held or in-flight sighting) is decided here, and only what would wait
+        (an API read, a busy store, an agent call, a render) is left, in the Screened
+        returned, for finish() on a worker thread. The answer is the same either way."""
+        event = screened.event
+        if screened.plan is not None or not isinstance(event, ClusterEvent):
+            return screened
+        if not screened.detections or not self.dedup.answers_now or is_healthy(event):
+            return screened  # a healthy object may end incidents: their sessions are told
+        hook_set = self.hooks.cached()
+        if hook_set is None or not hook_set.synced:
+            return screened
+        owned = self._with_owner(event, read=False)
+        if owned is None:
+            return screened  # its owner must be read from the API server
+        event = owned
+        hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
+        planned = self._plan(event, screened.detections, hooks, healed=())
+        if isinstance(planned, Outcome):
+            return self._done(planned)
+        for unit in planned.units:
+            unit.done, unit.items = self.sessions.handle_now(planned.event, unit.hook, unit.items)
+        if any(unit.items for unit in planned.units):
+            return replace(screened, plan=planned)
+        return self._done(planned.outcome([]))
+
     def finish(self, screened: Screened) -> Outcome:
         """The rest of :meth:`screen`'s work, I/O included."""
+        if screened.plan is not None:
+            return self._done(self._run(screened.plan))
         target = screened.event
         if isinstance(target, Reference):
             fetched = self._fetch(target)
@@ -256,7 +291,6 @@ class Pipeline:
 
     def _act(self, event: ClusterEvent, detections: tuple[Detection, ...]) -> Outcome:
         event = self._with_owner(event)
-        types = tuple(event_types(list(detections)))
         hook_set = self.hooks.current()
         if not hook_set.synced:
             # Answering 202 now would lose the event: ask for a redelivery instead.
@@ -266,6 +300,19 @@ class Pipeline:
         # Only the Hooks that can see this namespace: the event's own and the control one's.
         hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
         healed = self.recovery.recover(event, hooks) if is_healthy(event) else ()
+        planned = self._plan(event, detections, hooks, healed)
+        return planned if isinstance(planned, Outcome) else self._run(planned)
+
+    def _plan(
+        self,
+        event: ClusterEvent,
+        detections: tuple[Detection, ...],
+        hooks: tuple[Hook, ...],
+        healed: tuple[FiringResult, ...],
+    ) -> Outcome | Plan:
+        """The incidents of the Hooks the event concerns; or, when there are none, the
+        answer."""
+        types = tuple(event_types(list(detections)))
         if not detections:
             ignored = Reason(Code.NO_RULE, why_no_rule(event))
             return Outcome(event=event, ignored=ignored, results=healed)
@@ -287,14 +334,20 @@ class Pipeline:
                 skipped=[unit.key.id for unit in units[limit:]][:20],
             )
             units = units[:limit]
-        handled = self.fanout.map(lambda u: self.sessions.handle(event, u.hook, u.items), units)
-        results = healed + tuple(r for per_unit in handled for r in per_unit)
-        return Outcome(event_types=types, results=results, event=event)
+        return Plan(event, types, units, healed)
 
-    def _incidents(self, event: ClusterEvent, matches: list[HookMatch]) -> list[_Unit]:
+    def _run(self, plan: Plan) -> Outcome:
+        """A plan's sightings that are still to be decided, side by side (bounded)."""
+        waiting = [unit for unit in plan.units if unit.items]
+        handled = self.fanout.map(
+            lambda u: self.sessions.handle(plan.event, u.hook, u.items), waiting
+        )
+        return plan.outcome(handled)
+
+    def _incidents(self, event: ClusterEvent, matches: list[HookMatch]) -> list[Unit]:
         """Every matched detection placed in its incident; the detections of one incident of
         one Hook together, the cause first, at most ``max_signals_per_match`` tried."""
-        units: dict[str, _Unit] = {}
+        units: dict[str, Unit] = {}
         for m in matches:
             for detection in m.detections:
                 placed = correlate(
@@ -309,7 +362,7 @@ class Pipeline:
                 if isinstance(placed, Incident) and self.config.claim_timeout is not None:
                     policy = replace(placed.policy, claim_timeout=self.config.claim_timeout)
                     placed = replace(placed, policy=policy)
-                unit = units.setdefault(f"{m.hook.key}|{placed.key.id}", _Unit(m.hook, placed.key))
+                unit = units.setdefault(f"{m.hook.key}|{placed.key.id}", Unit(m.hook, placed.key))
                 unit.items.append(placed)
         for unit in units.values():
             unit.items.sort(key=self._rank)
@@ -322,13 +375,21 @@ class Pipeline:
             return 0
         return item.policy.rank(item.detection.event_type)
 
-    def _with_owner(self, event: ClusterEvent) -> ClusterEvent:
-        """Group an Event about a Pod by the Pod's workload, as its Pod events are grouped."""
+    @overload
+    def _with_owner(self, event: ClusterEvent) -> ClusterEvent: ...
+    @overload
+    def _with_owner(self, event: ClusterEvent, *, read: bool) -> ClusterEvent | None: ...
+
+    def _with_owner(self, event: ClusterEvent, *, read: bool = True) -> ClusterEvent | None:
+        """Group an Event about a Pod by the Pod's workload, as its Pod events are grouped.
+        ``read=False``: None when the owner would have to be read from the API server."""
         if event.subject.kind == "Pod":
             return event  # its own owner references are in the object
         if event.owner is not None or event.involved.kind != "Pod":
             return event
         owner = self.memory.workload_of(event.involved)
+        if owner is None and self.reader is not None and not read:
+            return None
         if owner is None and self.reader is not None:
             try:
                 owner = self.reader.owner_of(event.involved)
@@ -345,20 +406,3 @@ class Pipeline:
     def sweep(self) -> list[tuple[Hook, Record]]:
         """Incidents that went quiet for their window are over (see khook.sweep)."""
         return sweep(self.hooks, self.dedup, self.sessions, self.clock, self.recorder)
-
-
-@dataclass(frozen=True)
-class Screened:
-    """An event :meth:`Pipeline.screen` could not answer without I/O, and what it found."""
-
-    event: ClusterEvent | Reference
-    detections: tuple[Detection, ...] = ()
-
-
-@dataclass
-class _Unit:
-    """The detections of one event that belong to one incident of one Hook."""
-
-    hook: Hook
-    key: DedupKey
-    items: list[Incident | Explained] = field(default_factory=list)

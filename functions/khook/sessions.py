@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from khook import trace
 from khook.agent import AgentClient, AgentError, AgentRequest, AgentResult, is_terminal
@@ -38,6 +37,7 @@ from khook.core.prompt import PromptError
 from khook.core.text import NAME_LIMIT, clean
 from khook.logs import log
 from khook.sandbox import Renderer, SandboxError
+from khook.sightings import held_result, quiet_result, sighting_result, store_failed
 from khook.stores import Claim, Deduplicator, StoreError
 
 logger = logging.getLogger("khook.sessions")
@@ -74,11 +74,7 @@ class Sessions:
         results: list[FiringResult] = []
         for item in items:
             if isinstance(item, Explained):
-                results.append(
-                    FiringResult(
-                        hook, item.config, item.detection, item.key, Status.HELD, reason=item.reason
-                    )
-                )
+                results.append(held_result(hook, item))
                 continue
             result = self._sighting(event, hook, item)
             results.append(result)
@@ -86,34 +82,47 @@ class Sessions:
                 break  # claimed (or not claimable now): its other signals add nothing new
         return results
 
+    def handle_now(
+        self, event: ClusterEvent, hook: Hook, items: Sequence[Incident | Explained]
+    ) -> tuple[list[FiringResult], list[Incident | Explained]]:
+        """:meth:`handle` on a thread that must not wait (the event loop), as far as it goes
+        without waiting: the results of the sightings the store decided at once and that call
+        for nothing, and the sightings left for :meth:`handle` on a worker thread (from the
+        first that would wait or call the agent; nothing was stored for it)."""
+        results: list[FiringResult] = []
+        for n, item in enumerate(items):
+            if isinstance(item, Explained):
+                results.append(held_result(hook, item))
+                continue
+            try:
+                claim = self.dedup.claim_now(item.key, item.sighting, item.policy)
+            except StoreError as exc:
+                results.append(store_failed(hook, item, exc))
+                break
+            quiet = None if claim is None else quiet_result(hook, item, claim)
+            if quiet is None:
+                return results, list(items[n:])
+            results.append(quiet)
+            if quiet.status is Status.IN_FLIGHT:
+                break
+        return results, []
+
     def _sighting(self, event: ClusterEvent, hook: Hook, item: Incident) -> FiringResult:
         try:
             claim = self.dedup.claim(item.key, item.sighting, item.policy)
         except StoreError as exc:
-            return _results(hook, item)(
-                Status.FAILED, reason=f"dedup store: {exc}", retryable=True, failure="store"
-            )
-        result = _results(hook, item, joined=_joined(claim))
-        verdict, record = claim.verdict, claim.record or claim.previous
-        reason = claim.decision.reason
-        if verdict is Verdict.IN_FLIGHT:
-            # Usually done within a second; a holder that died is taken over after the claim
-            # timeout, so a sender that keeps retrying gets its incident fired either way.
-            return result(Status.IN_FLIGHT, reason=reason, retryable=True, retry_after=1.0)
-        if verdict is Verdict.STALE:
-            return result(Status.STALE, reason=reason)
-        if verdict is Verdict.HELD:
-            return result(Status.HELD, record=record, reason=reason)
-        if verdict is Verdict.FOLLOWUP and claim.record is not None:
+            return store_failed(hook, item, exc)
+        quiet = quiet_result(hook, item, claim)
+        if quiet is not None:
+            return quiet
+        if claim.verdict is Verdict.FOLLOWUP and claim.record is not None:
             return self._follow_up(hook, item, claim, claim.record)
-        if verdict is not Verdict.FIRE or claim.record is None:
-            return result(Status.DUPLICATE, record=record, reason=reason)
         if not self._within_budget(hook):
             return self._overflow(hook, item, claim)
         return self._open(event, hook, item, claim)
 
     def _open(self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
-        result = _results(hook, item)
+        result = sighting_result(hook, item)
         record = claim.record
         assert record is not None
         # Under its cause: the configuration of the highest type seen in it so far.
@@ -166,7 +175,7 @@ class Sessions:
         )
 
     def _follow_up(self, hook: Hook, item: Incident, claim: Claim, record: Record) -> FiringResult:
-        result = _results(hook, item)
+        result = sighting_result(hook, item)
         text = followup_text(record, claim.decision.changes)
         try:
             answer = self._tell(hook, item.config, record, text)
@@ -255,7 +264,7 @@ class Sessions:
     def _overflow(self, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
         """Over the Hook's session budget: the incident joins the Hook's overflow session
         (opened by the first such incident, told of the next ones)."""
-        result = _results(hook, item)
+        result = sighting_result(hook, item)
         key = DedupKey(hook.key, OVERFLOW_TYPE, "", "Overflow")
         joining = Sighting(
             occurrence=item.key.id,
@@ -359,23 +368,3 @@ class Sessions:
                 key=claim.key.id,
                 error=str(exc),
             )
-
-
-def _results(hook: Hook, item: Incident, joined: str = "") -> Callable[..., FiringResult]:
-    """A FiringResult for this sighting of this incident, from a status and its details."""
-
-    def result(status: Status, **details: Any) -> FiringResult:
-        details.setdefault("joined", joined)
-        return FiringResult(hook, item.config, item.detection, item.key, status, **details)
-
-    return result
-
-
-def _joined(claim: Claim) -> str:
-    """The workload this claim's sighting brought into an incident that had begun before."""
-    before, after = claim.previous, claim.record
-    if before is None or after is None or not after.workloads:
-        return ""
-    if after.workloads_total <= before.workloads_total:
-        return ""
-    return after.workloads[-1] if before.workloads_total else ""

@@ -6,7 +6,7 @@ joins the two into claim, release and confirm. Every store reports its ``health(
 it can work, and the damage it found and repaired lately.
 """
 
-from khook.stores._base import KEEP, Change, Keep, RecordStore, StoreError
+from khook.stores._base import KEEP, Change, ImmediateStore, Keep, RecordStore, StoreError
 from khook.stores._cache import CachedRecords
 from khook.stores._configmap import ConfigMapRecords
 from khook.stores._dedup import Claim, Deduplicator
@@ -24,6 +24,7 @@ __all__ = [
     "Claim",
     "ConfigMapRecords",
     "Deduplicator",
+    "ImmediateStore",
     "Keep",
     "LeaseRecords",
     "MemoryRecords",

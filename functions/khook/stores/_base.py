@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
 from khook.core.incident import DedupKey, Record
 from khook.stores._health import StoreHealth
@@ -19,6 +19,16 @@ class _Keep:
 
 KEEP: Final = _Keep()
 Keep = _Keep
+
+
+class _Decline(_Keep):
+    def __repr__(self) -> str:
+        return "DECLINE"
+
+
+# What a change given to ``try_update`` returns to store nothing and have try_update answer
+# False, as if it had to wait: the caller will decide on a thread instead.
+DECLINE: Final = _Decline()
 Change = Callable[[Record | None], "Record | _Keep | None"]
 
 
@@ -40,3 +50,15 @@ class RecordStore(Protocol):
         """Whether the store can work now, and the damage it found and repaired lately."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ImmediateStore(Protocol):
+    """A store that can also decide on a thread that must never wait (the event loop)."""
+
+    immediate: bool  # False: a wrapper of a store that waits; try_update always says False
+
+    def try_update(self, key: DedupKey, change: Change) -> bool:
+        """``update``, if it needs no waiting (no I/O, no lock another thread holds); False,
+        with ``change`` not called, when it would have to wait, and when ``change`` returned
+        DECLINE (nothing stored)."""

@@ -28,7 +28,7 @@ from khook.core.dedup import (
 )
 from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
 from khook.logs import log
-from khook.stores._base import KEEP, Keep, RecordStore, StoreError
+from khook.stores._base import DECLINE, KEEP, Change, ImmediateStore, Keep, RecordStore, StoreError
 from khook.stores._health import StoreHealth
 
 logger = logging.getLogger("khook.dedup")
@@ -73,6 +73,7 @@ class Deduplicator:
         self._clock = clock
         self._max_signal_age = max_signal_age
         self.claim_timeout = claim_timeout
+        self._immediate = store if isinstance(store, ImmediateStore) and store.immediate else None
         self._last_prune = clock.monotonic()
         self._pruning = threading.Lock()
         # Incidents known to be live (held or open), so a healthy object costs a store call
@@ -95,8 +96,44 @@ class Deduplicator:
         """Decide a sighting in the store. A bare window is an incident with that cooldown
         that opens at its first sighting and is told nothing after (no hold, no follow-up).
         ``settled``: a new record is stored confirmed (nothing is called for it)."""
-        token = uuid.uuid4().hex
         outcome: list[Claim] = []
+        self.store.update(
+            key, self._decider(key, sighting, policy, outcome, settled=settled), expect_absent=True
+        )
+        return self._claimed(key, outcome[0])
+
+    def claim_now(self, key: DedupKey, sighting: Sighting, policy: Policy) -> Claim | None:
+        """:meth:`claim` on a thread that must not wait (the event loop), for a sighting that
+        calls for nothing: a duplicate, a hold, a stale or in-flight sighting. None, with
+        nothing stored, when the store cannot answer at once (it is not in memory, or busy)
+        or when the sighting would open or follow up a session: :meth:`claim` it then, on a
+        thread, as if it had come a moment later."""
+        store = self._immediate
+        if store is None:
+            return None
+        outcome: list[Claim] = []
+        if not store.try_update(key, self._decider(key, sighting, policy, outcome, quiet=True)):
+            return None
+        return self._claimed(key, outcome[0])
+
+    @property
+    def answers_now(self) -> bool:
+        """Whether :meth:`claim_now` can ever answer (the store is in this process)."""
+        return self._immediate is not None
+
+    def _decider(
+        self,
+        key: DedupKey,
+        sighting: Sighting,
+        policy: Policy | timedelta,
+        outcome: list[Claim],
+        *,
+        settled: bool = False,
+        quiet: bool = False,
+    ) -> Change:
+        """The store's change for one sighting; the claim it made lands in ``outcome``.
+        ``quiet``: store nothing, and make no claim, when the verdict calls for the agent."""
+        token = uuid.uuid4().hex
         if isinstance(policy, timedelta):
             policy = Policy(window=policy, followups=False)
         if policy.claim_timeout is None and self.claim_timeout is not None:
@@ -112,14 +149,18 @@ class Deduplicator:
                 max_signal_age=self._max_signal_age,
                 token=token,
             )
+            if quiet and decision.verdict in (Verdict.FIRE, Verdict.FOLLOWUP):
+                outcome.clear()
+                return DECLINE
             if settled and decision.verdict is Verdict.FIRE and decision.record is not None:
                 decision = replace(decision, record=confirm(None, decision.record, "", ""))
             outcome[:] = [Claim(key, decision, current)]
             return KEEP if decision.record is None else decision.record
 
-        self.store.update(key, change, expect_absent=True)
+        return change
+
+    def _claimed(self, key: DedupKey, claim: Claim) -> Claim:
         self._maybe_prune()
-        claim = outcome[0]
         known = claim.record or claim.previous
         if known is not None and known.live(self._clock.now()):
             self._remember(key, known.expires_at)

@@ -5,13 +5,15 @@ from datetime import timedelta
 
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
-from khook.stores._base import Change, _Keep
+from khook.stores._base import DECLINE, Change, _Keep
 from khook.stores._health import StoreHealth
 
 
 class MemoryRecords:
     """Records in this process only: for tests and single-replica experiments. Lost on exit and
     not shared between replicas or gunicorn workers."""
+
+    immediate = True  # try_update answers without I/O
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -27,6 +29,25 @@ class MemoryRecords:
                 self._records.pop(key.id, None)
             else:
                 self._records[key.id] = result
+
+    def try_update(self, key: DedupKey, change: Change) -> bool:
+        # Never waits: a prune (which holds the lock a while) or another claim sends the
+        # caller to a worker thread instead.
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            result = change(self._records.get(key.id))
+            if result is DECLINE:
+                return False
+            if isinstance(result, _Keep):
+                return True
+            if result is None:
+                self._records.pop(key.id, None)
+            else:
+                self._records[key.id] = result
+            return True
+        finally:
+            self._lock.release()
 
     def get(self, key: DedupKey) -> Record | None:
         with self._lock:

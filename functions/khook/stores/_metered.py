@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from khook import metrics
 from khook.core.dedup import DedupKey, Record
-from khook.stores._base import Change, RecordStore, StoreError
+from khook.stores._base import Change, ImmediateStore, RecordStore, StoreError
 from khook.stores._cache import CachedRecords
 from khook.stores._configmap import ConfigMapRecords
 from khook.stores._health import StoreHealth
@@ -39,6 +39,8 @@ class MeteredRecords:
     def __init__(self, inner: RecordStore, kind: str | None = None) -> None:
         self.inner = inner
         self.kind = kind or store_kind(inner)
+        self._immediate = inner if isinstance(inner, ImmediateStore) and inner.immediate else None
+        self.immediate = self._immediate is not None
 
     def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
         started = time.perf_counter()
@@ -49,6 +51,19 @@ class MeteredRecords:
             raise
         finally:
             metrics.store_decision(self.kind, time.perf_counter() - started)
+
+    def try_update(self, key: DedupKey, change: Change) -> bool:
+        if self._immediate is None:
+            return False
+        started = time.perf_counter()
+        try:
+            done = self._immediate.try_update(key, change)
+        except StoreError:
+            metrics.store_error(self.kind)
+            raise
+        if done:
+            metrics.store_decision(self.kind, time.perf_counter() - started)
+        return done
 
     def records(self, hook: str) -> list[Record]:
         try:
