@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from khook.core.dedup import DedupKey, Observation, Policy, Record, Verdict, decide
+from khook.core.dedup import DedupKey, Hold, Observation, Policy, Record, Verdict, decide
 from khook.stores import Deduplicator, MemoryRecords, MeteredRecords, TinyDBRecords
 from khook.stores._base import RecordStore
 from tests.support.clock import FakeClock
@@ -260,6 +260,25 @@ def test_claim_now_decides_only_what_calls_for_nothing(clock: FakeClock) -> None
     stored = store.get(KEY)
     assert stored is not None and stored.count == 3 and stored.task_id == "task-1"
     assert dedup.knows_live(KEY)
+
+
+def test_claim_now_holds_a_first_sighting_that_a_hold_keeps_back(clock: FakeClock) -> None:
+    store = MemoryRecords(clock)
+    dedup = Deduplicator(store, clock, MAX_AGE)
+    held = Policy(window=WINDOW, hold=Hold(min_count=3, hold_for=timedelta(minutes=5)))
+
+    def restart(n: int) -> Observation:  # the pod's own restart count is n
+        return Observation(f"r{n}", None, T0, "Pod/web-1", count=n)
+
+    for n in (1, 2):
+        claim = dedup.claim_now(KEY, restart(n), held)
+        assert claim is not None and claim.verdict is Verdict.HELD
+    # The third restart crosses the threshold: it would open the session, so it is left for
+    # claim(), with nothing stored.
+    assert dedup.claim_now(KEY, restart(3), held) is None
+    stored = store.get(KEY)
+    assert stored is not None and stored.count == 2 and not stored.opened
+    assert dedup.claim(KEY, restart(3), held).verdict is Verdict.FIRE
 
 
 def test_claim_now_never_waits_for_the_store(tmp_path: Path, clock: FakeClock) -> None:

@@ -108,6 +108,36 @@ def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
     assert len(agent.posts()) == 2
 
 
+@pytest.mark.parametrize("store", ["lease", "configmap"])
+def test_in_cluster_a_repeat_is_decided_from_the_replicas_cache_while_workers_are_busy(
+    clock: FakeClock, store: str
+) -> None:
+    """A replica's cache in front of the Lease or ConfigMap store decides a duplicate of a
+    confirmed live incident without an API call: on the event loop, like the memory store."""
+    with apiserver() as server, A2AAgentServer() as agent:
+        Kube(server).apply_hook(hook_doc("default", "pods", config("oom-kill")))
+        settings = cluster_settings(agent.url, dedup=store, threads=1)
+        with cluster_function(server, clock, settings) as fn:
+            live = pod(
+                name="live-7d4b9c8f5-x2x9z",
+                owner="live-7d4b9c8f5",
+                container_statuses=[oom_status()],
+            )
+            assert post(fn, live).headers[OUTCOME] == outcome(fired=1)
+            answers: list[httpx.Response] = []
+            with agent_held(agent) as release:
+                firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
+                firing.start()
+                wait_until(lambda: len(agent.posts()) == 2, what="the second agent call")
+                repeat = post(fn, live)
+                assert repeat.status_code == 202
+                assert repeat.headers[OUTCOME] == outcome(duplicate=1)
+                assert not answers, "the agent call is still in flight"
+                release.set()
+                firing.join(timeout=30)
+            assert answers[0].headers[OUTCOME] == outcome(fired=1)
+
+
 def test_finish_now_leaves_what_would_call_the_agent_for_finish(
     clock: FakeClock, agent: A2AAgentServer
 ) -> None:

@@ -97,8 +97,15 @@ def has_at_most(value: Any, count: int) -> bool:
     seen = 1
     while stack:
         item = stack.pop()
-        if isinstance(item, Mapping):
+        kind = type(item)
+        if kind is dict:
             children: Any = item.values()
+        elif kind is list:
+            children = item
+        elif kind is str or kind is int or kind is bool or kind is float or item is None:
+            continue
+        elif isinstance(item, Mapping):
+            children = item.values()
         elif isinstance(item, list | tuple):
             children = item
         else:

@@ -60,5 +60,5 @@ class ImmediateStore(Protocol):
 
     def try_update(self, key: DedupKey, change: Change) -> bool:
         """``update``, if it needs no waiting (no I/O, no lock another thread holds); False,
-        with ``change`` not called, when it would have to wait, and when ``change`` returned
-        DECLINE (nothing stored)."""
+        with nothing stored, when it would have to wait, and when ``change`` returned DECLINE
+        (``change`` is pure: it may have been called or not)."""

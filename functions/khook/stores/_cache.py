@@ -9,7 +9,7 @@ from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
 from khook.core.settle import merge
 from khook.logs import log
-from khook.stores._base import KEEP, Change, RecordStore, StoreError, _Keep
+from khook.stores._base import DECLINE, KEEP, Change, RecordStore, StoreError, _Keep
 from khook.stores._health import StoreHealth
 from khook.ticker import Ticker
 
@@ -34,6 +34,8 @@ class CachedRecords:
     duplicates change (lastSeen, count, occurrences, state) is written back lazily, at most
     once per record every ``sync_every`` seconds, merged into whatever other replicas wrote.
     """
+
+    immediate = True  # try_update: a duplicate of a live incident known here, no API call
 
     def __init__(self, inner: RecordStore, clock: Clock, sync_every: float = 5.0) -> None:
         self.inner = inner
@@ -75,6 +77,27 @@ class CachedRecords:
                 self._entries[key.id] = _Entry(known, known)
             else:
                 self._entries.pop(key.id, None)
+
+    def try_update(self, key: DedupKey, change: Change) -> bool:
+        """``update`` when it is decided here (a confirmed, live record this replica knows,
+        and a change that only counts); False, with nothing stored, when the store must
+        decide or another thread holds the lock."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            entry = self._entries.get(key.id)
+            if entry is None or not entry.record.live(self._clock.now()):
+                return False
+            result = change(entry.record)
+            if isinstance(result, _Keep):
+                return result is not DECLINE
+            if isinstance(result, Record) and _local(entry.record, result):
+                entry.record = result
+                self._ticker.ensure_started()
+                return True
+            return False
+        finally:
+            self._lock.release()
 
     def flush(self) -> int:
         return self.sync()

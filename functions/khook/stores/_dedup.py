@@ -135,11 +135,13 @@ class Deduplicator:
         ``quiet``: store nothing, and make no claim, when the verdict calls for the agent."""
         token = uuid.uuid4().hex
         if isinstance(policy, timedelta):
-            policy = Policy(window=policy, followups=False)
+            policy = Policy(window=policy, followups=False, claim_timeout=self.claim_timeout)
         if policy.claim_timeout is None and self.claim_timeout is not None:
             policy = _with_timeout(policy, self.claim_timeout)
 
         def change(current: Record | None) -> Record | Keep | None:
+            if quiet and current is None and policy.hold is None:
+                return DECLINE  # a new incident opens at once (or is stale): not for the loop
             decision = decide(
                 current,
                 key,
