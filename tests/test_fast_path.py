@@ -65,23 +65,35 @@ def agent_held(agent: A2AAgentServer) -> Iterator[threading.Event]:
         release.set()
 
 
-def test_an_event_no_rule_wants_is_answered_while_every_worker_is_busy(
-    make_function: FunctionFactory, agent: A2AAgentServer
-) -> None:
-    fn = make_function(threads=1)
+def answered_while_busy(
+    fn: FunctionServer, agent: A2AAgentServer, obj: dict[str, Any]
+) -> httpx.Response:
+    """Post ``obj`` while the only worker thread waits for the agent (a new incident's call,
+    held): what the event loop answers on its own. A request for a worker thread would wait."""
+    calls = len(agent.posts())
     answers: list[httpx.Response] = []
     with agent_held(agent) as release:
         firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
         firing.start()
-        wait_until(agent.posts, what="the agent call to start")
-        # The only worker thread waits for the agent; the event loop answers on its own.
-        quick = post(fn, STARTED)
-        assert quick.status_code == 202 and quick.headers[OUTCOME] == outcome()
-        assert quick.headers[REASON].startswith("no-rule; ")
+        wait_until(lambda: len(agent.posts()) > calls, what="the agent call to start")
+        quick = post(fn, obj)
         assert not answers, "the agent call is still in flight"
         release.set()
         firing.join(timeout=30)
     assert answers[0].headers[OUTCOME] == outcome(fired=1)
+    assert quick.status_code == 202
+    return quick
+
+
+LIVE = pod(name="live-7d4b9c8f5-x2x9z", owner="live-7d4b9c8f5", container_statuses=[oom_status()])
+
+
+def test_an_event_no_rule_wants_is_answered_while_every_worker_is_busy(
+    make_function: FunctionFactory, agent: A2AAgentServer
+) -> None:
+    quick = answered_while_busy(make_function(threads=1), agent, STARTED)
+    assert quick.headers[OUTCOME] == outcome()
+    assert quick.headers[REASON].startswith("no-rule; ")
 
 
 def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
@@ -90,21 +102,8 @@ def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
     """With the store in memory, a repeat is decided on the event loop (finish_now): it is
     not queued behind an agent call that holds the only worker thread."""
     fn = make_function(threads=1, dedup="memory")
-    live = pod(
-        name="live-7d4b9c8f5-x2x9z", owner="live-7d4b9c8f5", container_statuses=[oom_status()]
-    )
-    assert post(fn, live).headers[OUTCOME] == outcome(fired=1)
-    answers: list[httpx.Response] = []
-    with agent_held(agent) as release:
-        firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
-        firing.start()
-        wait_until(lambda: len(agent.posts()) == 2, what="the second agent call to start")
-        repeat = post(fn, live)
-        assert repeat.status_code == 202 and repeat.headers[OUTCOME] == outcome(duplicate=1)
-        assert not answers, "the agent call is still in flight"
-        release.set()
-        firing.join(timeout=30)
-    assert answers[0].headers[OUTCOME] == outcome(fired=1)
+    assert post(fn, LIVE).headers[OUTCOME] == outcome(fired=1)
+    assert answered_while_busy(fn, agent, LIVE).headers[OUTCOME] == outcome(duplicate=1)
     assert len(agent.posts()) == 2
 
 
@@ -118,24 +117,9 @@ def test_in_cluster_a_repeat_is_decided_from_the_replicas_cache_while_workers_ar
         Kube(server).apply_hook(hook_doc("default", "pods", config("oom-kill")))
         settings = cluster_settings(agent.url, dedup=store, threads=1)
         with cluster_function(server, clock, settings) as fn:
-            live = pod(
-                name="live-7d4b9c8f5-x2x9z",
-                owner="live-7d4b9c8f5",
-                container_statuses=[oom_status()],
-            )
-            assert post(fn, live).headers[OUTCOME] == outcome(fired=1)
-            answers: list[httpx.Response] = []
-            with agent_held(agent) as release:
-                firing = threading.Thread(target=lambda: answers.append(fn.post(*oom_request())))
-                firing.start()
-                wait_until(lambda: len(agent.posts()) == 2, what="the second agent call")
-                repeat = post(fn, live)
-                assert repeat.status_code == 202
-                assert repeat.headers[OUTCOME] == outcome(duplicate=1)
-                assert not answers, "the agent call is still in flight"
-                release.set()
-                firing.join(timeout=30)
-            assert answers[0].headers[OUTCOME] == outcome(fired=1)
+            assert post(fn, LIVE).headers[OUTCOME] == outcome(fired=1)
+            quick = answered_while_busy(fn, agent, LIVE)
+            assert quick.headers[OUTCOME] == outcome(duplicate=1)
 
 
 def test_finish_now_leaves_what_would_call_the_agent_for_finish(
