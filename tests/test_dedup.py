@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from khook.core.dedup import DedupKey, Hold, Observation, Policy, Record, Verdict, decide
-from khook.stores import Deduplicator, MemoryRecords, MeteredRecords, TinyDBRecords
+from khook.stores import (
+    CachedRecords,
+    Change,
+    Deduplicator,
+    MemoryRecords,
+    MeteredRecords,
+    TinyDBRecords,
+)
 from khook.stores._base import RecordStore
 from tests.support.clock import FakeClock
 
@@ -311,6 +318,67 @@ def test_claim_now_never_waits_for_the_store(tmp_path: Path, clock: FakeClock) -
     stored = store.get(KEY)
     assert stored is not None and stored.count == 1  # nothing was counted while busy
     assert dedup.claim_now(KEY, obs("b"), Policy(window=WINDOW)) is not None
+
+
+def _cached(clock: FakeClock, inner: RecordStore) -> tuple[Deduplicator, CachedRecords]:
+    cache = CachedRecords(inner, clock, sync_every=0.0)  # written back only when flushed
+    return Deduplicator(cache, clock, MAX_AGE, claim_timeout=timedelta(minutes=2)), cache
+
+
+def test_a_replicas_cache_brings_its_pending_counts_to_what_the_store_decides(
+    clock: FakeClock,
+) -> None:
+    inner = MemoryRecords(clock)
+    dedup, cache = _cached(clock, inner)
+    policy = Policy(window=WINDOW, followup_every=timedelta(hours=1))
+    dedup.confirm(dedup.claim(KEY, obs("a"), policy), "t1", "c1")
+    verdicts = []
+    for n in range(30):  # counted in the cache (on the loop), not yet written back
+        clock.advance(0.1)
+        sighting = obs(f"d{n}", clock.now())
+        claim = dedup.claim_now(KEY, sighting, policy) or dedup.claim(KEY, sighting, policy)
+        verdicts.append(claim.verdict)
+        if claim.verdict is Verdict.FOLLOWUP:
+            dedup.confirm(claim, "t1", "c1")
+    # The 10-signals milestone is told once: decided by the store with the cache's counts.
+    assert verdicts.count(Verdict.FOLLOWUP) == 1
+    cache.flush()
+    stored = inner.get(KEY)
+    assert stored is not None and stored.count == 31
+
+
+class _SlowStore(MemoryRecords):
+    """A store whose next write waits at a gate (an API round trip under way)."""
+
+    gate: tuple[threading.Event, threading.Event] | None = None
+
+    def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
+        if self.gate is not None:
+            inside, go = self.gate
+            self.gate = None
+            inside.set()
+            go.wait(30)
+        super().update(key, change, expect_absent=expect_absent)
+
+
+def test_what_the_loop_counts_while_the_store_decides_is_kept(clock: FakeClock) -> None:
+    inner = _SlowStore(clock)
+    dedup, cache = _cached(clock, inner)
+    dedup.confirm(dedup.claim(KEY, obs("a"), WINDOW * 1), "t1", "c1")
+    policy = Policy(window=WINDOW)
+    inside, go = threading.Event(), threading.Event()
+    inner.gate = (inside, go)
+    joined = Observation("w2", None, T0, "Pod/api-1", workload="default/api")
+    worker = threading.Thread(target=lambda: dedup.claim(KEY, joined, policy))  # a follow-up
+    worker.start()
+    assert inside.wait(30)
+    during = dedup.claim_now(KEY, obs("b"), policy)  # the event loop, meanwhile
+    assert during is not None and during.verdict is Verdict.DUPLICATE
+    go.set()
+    worker.join()
+    cache.flush()
+    stored = inner.get(KEY)
+    assert stored is not None and "b" in stored.occurrences and stored.count == 3
 
 
 def test_tinydb_prunes_records_that_shield_nothing(tmp_path: Path, clock: FakeClock) -> None:

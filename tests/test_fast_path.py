@@ -173,6 +173,29 @@ def test_a_hook_file_removed_stops_acting_whatever_the_store(
         pipeline.close()
 
 
+def test_a_plan_made_on_the_loop_is_made_again_if_the_hooks_changed_meanwhile(
+    tmp_path: Path, clock: FakeClock, agent: A2AAgentServer
+) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(HOOKS, hooks)
+    settings = Settings.coerce({"hooks": (str(hooks),), "dedup": "memory", "agent_url": agent.url})
+    pipeline = build_pipeline(settings, clock)
+    try:
+        pipeline.hooks.current()
+        screened = pipeline.screen(parse(*oom_request()))
+        assert isinstance(screened, Screened)
+        left = pipeline.finish_now(screened)  # planned with the Hooks as last checked
+        assert isinstance(left, Screened) and left.plan is not None
+        # While it waits for a worker thread, its Hook's file goes, and is seen gone.
+        (hooks / "pod-incidents.yaml").unlink()
+        clock.advance(5)
+        assert "default/pod-incidents" not in {h.key for h in pipeline.hooks.current().hooks}
+        assert pipeline.finish(left).counts().header() == outcome()
+        assert agent.posts() == []
+    finally:
+        pipeline.close()
+
+
 @pytest.mark.parametrize("namespace", ["default", "a|b"])
 def test_a_healthy_pod_in_a_live_incident_still_resolves_it(
     make_function: FunctionFactory, clock: FakeClock, namespace: str

@@ -292,11 +292,12 @@ class FileHookSource:
         with self._lock:
             now = self._clock.monotonic()
             if now - self._checked_at >= self.CHECK_EVERY_SECONDS:
-                self._checked_at = now
                 fingerprint = self._scan()
                 if fingerprint != self._fingerprint:
                     self._fingerprint = fingerprint
                     self._current = self._load()
+                # Only now: while a look is under way, cached() says nothing (the loop asks).
+                self._checked_at = now
             return self._current
 
     def close(self) -> None:

@@ -234,13 +234,20 @@ class Pipeline:
         for unit in planned.units:
             unit.done, unit.items = self.sessions.handle_now(planned.event, unit.hook, unit.items)
         if any(unit.items for unit in planned.units):
+            planned.hooks = hook_set
             return replace(screened, plan=planned)
         return self._done(planned.outcome([]))
 
     def finish(self, screened: Screened) -> Outcome:
         """The rest of :meth:`screen`'s work, I/O included."""
-        if screened.plan is not None:
-            return self._done(self._run(screened.plan))
+        plan = screened.plan
+        if plan is not None:
+            if plan.hooks is None or plan.hooks is self.hooks.current():
+                return self._done(self._run(plan))
+            # The Hooks changed while it waited for this thread: decided again, as a whole
+            # (the sightings decided on the loop are known occurrences now: not counted twice).
+            assert isinstance(screened.event, ClusterEvent)
+            return self._done(self._act(screened.event, screened.detections))
         target = screened.event
         if isinstance(target, Reference):
             fetched = self._fetch(target)

@@ -12,6 +12,7 @@ from khook.core.dedup import DedupKey
 from khook.core.events import ClusterEvent, Reference
 from khook.core.hooks import Hook
 from khook.core.outcome import FiringResult, Outcome
+from khook.files import HookSet
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class Plan:
     types: tuple[str, ...]
     units: list[Unit]
     healed: tuple[FiringResult, ...] = ()
+    # The Hooks it was made with on the event loop (as last checked); None: on a thread.
+    hooks: HookSet | None = None
 
     def outcome(self, handled: list[list[FiringResult]]) -> Outcome:
         """The outcome, given the results of the units that had sightings left, in order."""

@@ -59,12 +59,21 @@ class CachedRecords:
                     entry.record = result
                     self._ticker.ensure_started()
                     return
-        # Not known here, or a change only the store may decide: go to the store.
+        # Not known here, or a change only the store may decide: go to the store, with what
+        # this replica counted and has not written back yet (else the store would decide
+        # without it, and the write below would drop it).
+        snapshot = entry.record if entry is not None else None
+        pending = (entry.record, entry.synced) if entry is not None and entry.dirty else None
         seen: list[tuple[Record | None, Record | _Keep | None]] = []
 
         def watched(current: Record | None) -> Record | _Keep | None:
+            folded = False
+            if pending is not None and current is not None and current.holder == pending[0].holder:
+                current, folded = merge(current, *pending), True
             result = change(current)
             seen[:] = [(current, result)]
+            if folded and isinstance(result, _Keep):
+                return current  # nothing decided, but the pending counts are written
             return result
 
         self.inner.update(key, watched, expect_absent=expect_absent and entry is None)
@@ -74,7 +83,17 @@ class CachedRecords:
         known = current if isinstance(result, _Keep) else result
         with self._lock:
             if isinstance(known, Record) and known.confirmed and known.live(now):
-                self._entries[key.id] = _Entry(known, known)
+                fresh = self._entries.get(key.id)
+                if (
+                    fresh is not None
+                    and snapshot is not None
+                    and fresh.record != snapshot
+                    and fresh.record.holder == known.holder
+                ):
+                    # Counted here (the event loop) while the store decided: kept, rebased.
+                    self._entries[key.id] = _Entry(merge(known, fresh.record, snapshot), known)
+                else:
+                    self._entries[key.id] = _Entry(known, known)
             else:
                 self._entries.pop(key.id, None)
 
