@@ -139,8 +139,8 @@ async def _handle(request: Request) -> Response:
 async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
     """Most events are answered here on the event loop, for the cost of decoding and
     classifying them (Pipeline.screen: no I/O), and so are repeats of live incidents when the
-    store is in memory (Pipeline.finish_now); the rest go to a worker thread, which costs a
-    hand-over each way and may wait for the store, the agent or the API server."""
+    store can decide them without I/O (Pipeline.finish_now); the rest go to a worker thread,
+    which costs a hand-over each way and may wait for the store, the agent or the API server."""
     pipeline = runtime.built()
     screened = pipeline.screen(envelope) if pipeline is not None else None
     if isinstance(screened, Outcome):

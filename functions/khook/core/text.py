@@ -74,20 +74,18 @@ def clean_object(value: Any, depth: int = 0) -> Any:
     string fenced and capped, lists and nesting capped, numbers plain JSON numbers."""
     if depth > _DEPTH_LIMIT:
         return None
-    # What a JSON decoder makes, by exact type (an isinstance against Mapping is slow);
-    # anything else takes the general route, with the same result.
-    kind = type(value)
+    kind = _json_kind(value)
     if kind is str:
         return fence(value, VALUE_LIMIT)
     if kind is dict:
         return _clean_mapping(value, depth)
     if kind is list:
         return [clean_object(item, depth + 1) for item in value[:_LIST_LIMIT]]
-    if kind is bool or value is None or kind is float:
-        return value
     if kind is int:
         return value if _INT64[0] <= value < _INT64[1] else fence(str(value), VALUE_LIMIT)
-    return clean_any(value, depth)
+    if kind is object:
+        return fence(str(value), VALUE_LIMIT)
+    return value  # bool, float, None
 
 
 def has_at_most(value: Any, count: int) -> bool:
@@ -97,16 +95,10 @@ def has_at_most(value: Any, count: int) -> bool:
     seen = 1
     while stack:
         item = stack.pop()
-        kind = type(item)
+        kind = _json_kind(item)
         if kind is dict:
             children: Any = item.values()
-        elif kind is list:
-            children = item
-        elif kind is str or kind is int or kind is bool or kind is float or item is None:
-            continue
-        elif isinstance(item, Mapping):
-            children = item.values()
-        elif isinstance(item, list | tuple):
+        elif kind is list or isinstance(item, tuple):
             children = item
         else:
             continue
@@ -117,23 +109,22 @@ def has_at_most(value: Any, count: int) -> bool:
     return True
 
 
-def clean_any(value: Any, depth: int = 0) -> Any:
-    """``clean_object`` for any value, by what it is an instance of."""
-    if depth > _DEPTH_LIMIT:
-        return None
-    if isinstance(value, str):
-        return fence(value, VALUE_LIMIT)
-    if isinstance(value, Mapping):
-        return _clean_mapping(value, depth)
-    if isinstance(value, list):
-        return [clean_object(item, depth + 1) for item in value[:_LIST_LIMIT]]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return value if _INT64[0] <= value < _INT64[1] else fence(str(value), VALUE_LIMIT)
-    if isinstance(value, float):
-        return value
-    return fence(str(value), VALUE_LIMIT)
+_JSON_KINDS = {str: str, dict: dict, list: list, bool: bool, int: int, float: float}
+
+
+def _json_kind(value: Any) -> type:
+    """What a value counts as: str, dict (any mapping), list, bool, int, float, None's type,
+    or object (anything else). By exact type first: what a JSON decoder makes, without an
+    isinstance against Mapping, which is slow."""
+    kind = _JSON_KINDS.get(type(value))
+    if kind is not None:
+        return kind
+    if value is None:
+        return type(None)
+    for base, named in ((str, str), (Mapping, dict), (list, list), (int, int), (float, float)):
+        if isinstance(value, base):
+            return named
+    return object
 
 
 def _clean_mapping(value: Mapping[Any, Any], depth: int) -> dict[str, Any]:

@@ -51,14 +51,8 @@ class CachedRecords:
             if entry is not None and not entry.record.live(now):
                 self._entries.pop(key.id)
                 entry = None
-            if entry is not None:
-                result = change(entry.record)
-                if isinstance(result, _Keep):
-                    return
-                if isinstance(result, Record) and _local(entry.record, result):
-                    entry.record = result
-                    self._ticker.ensure_started()
-                    return
+            if entry is not None and self._decided_here(entry, change):
+                return
         # Not known here, or a change only the store may decide: go to the store, with what
         # this replica counted and has not written back yet (else the store would decide
         # without it, and the write below would drop it).
@@ -107,16 +101,21 @@ class CachedRecords:
             entry = self._entries.get(key.id)
             if entry is None or not entry.record.live(self._clock.now()):
                 return False
-            result = change(entry.record)
-            if isinstance(result, _Keep):
-                return result is not DECLINE
-            if isinstance(result, Record) and _local(entry.record, result):
-                entry.record = result
-                self._ticker.ensure_started()
-                return True
-            return False
+            return self._decided_here(entry, change)
         finally:
             self._lock.release()
+
+    def _decided_here(self, entry: _Entry, change: Change) -> bool:
+        """Under the lock: whether ``change`` is decided on this replica's record (nothing
+        to store, or it only counts); False leaves it to the store (DECLINE too)."""
+        result = change(entry.record)
+        if isinstance(result, _Keep):
+            return result is not DECLINE
+        if isinstance(result, Record) and _local(entry.record, result):
+            entry.record = result
+            self._ticker.ensure_started()
+            return True
+        return False
 
     def flush(self) -> int:
         return self.sync()

@@ -22,13 +22,7 @@ class MemoryRecords:
 
     def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
         with self._lock:
-            result = change(self._records.get(key.id))
-            if isinstance(result, _Keep):
-                return
-            if result is None:
-                self._records.pop(key.id, None)
-            else:
-                self._records[key.id] = result
+            self._apply(key, change)
 
     def try_update(self, key: DedupKey, change: Change) -> bool:
         # Never waits: a prune (which holds the lock a while) or another claim sends the
@@ -36,18 +30,20 @@ class MemoryRecords:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            result = change(self._records.get(key.id))
-            if result is DECLINE:
-                return False
-            if isinstance(result, _Keep):
-                return True
-            if result is None:
-                self._records.pop(key.id, None)
-            else:
-                self._records[key.id] = result
-            return True
+            return self._apply(key, change)
         finally:
             self._lock.release()
+
+    def _apply(self, key: DedupKey, change: Change) -> bool:
+        """Under the lock: store what ``change`` makes of the record; False for DECLINE."""
+        result = change(self._records.get(key.id))
+        if isinstance(result, _Keep):
+            return result is not DECLINE
+        if result is None:
+            self._records.pop(key.id, None)
+        else:
+            self._records[key.id] = result
+        return True
 
     def get(self, key: DedupKey) -> Record | None:
         with self._lock:
