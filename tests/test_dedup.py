@@ -320,6 +320,20 @@ def test_claim_now_never_waits_for_the_store(tmp_path: Path, clock: FakeClock) -
     assert dedup.claim_now(KEY, obs("b"), Policy(window=WINDOW)) is not None
 
 
+def test_keys_sharing_an_id_never_grow_the_live_groups_index(clock: FakeClock) -> None:
+    # ("n|Pod/x", "Pod/y") and ("n", "Pod/x|Pod/y") join to one id: a forged namespace.
+    dedup = Deduplicator(MemoryRecords(clock), clock, MAX_AGE)
+    dedup.KNOWN_LIVE_LIMIT = 10
+    until = T0 + WINDOW
+    for n in range(100):
+        dedup._remember(DedupKey("shop/h", "oom-kill", f"n{n}|Pod/x", "Pod/y"), until)
+        dedup._remember(DedupKey("shop/h", "oom-kill", f"n{n}", "Pod/x|Pod/y"), until)
+    assert len(dedup._live) == 10
+    assert sum(dedup._live_groups.values()) == 10
+    assert dedup.may_know_live([("n99", "Pod/x|Pod/y")])
+    assert not dedup.may_know_live([("n99|Pod/x", "Pod/y")])  # its entry now holds the other
+
+
 def _cached(clock: FakeClock, inner: RecordStore) -> tuple[Deduplicator, CachedRecords]:
     cache = CachedRecords(inner, clock, sync_every=0.0)  # written back only when flushed
     return Deduplicator(cache, clock, MAX_AGE, claim_timeout=timedelta(minutes=2)), cache

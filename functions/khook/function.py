@@ -142,12 +142,10 @@ async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
     store can decide them without I/O (Pipeline.finish_now); the rest go to a worker thread,
     which costs a hand-over each way and may wait for the store, the agent or the API server."""
     pipeline = runtime.built()
-    screened = pipeline.screen(envelope) if pipeline is not None else None
-    if isinstance(screened, Outcome):
-        return screened
-    if screened is None:
+    if pipeline is None:  # still being built: on a worker thread, which waits for it
         return await runtime.run(lambda built: built.process(envelope))
-    rest = pipeline.finish_now(screened) if pipeline is not None else screened
+    screened = pipeline.screen(envelope)
+    rest = screened if isinstance(screened, Outcome) else pipeline.finish_now(screened)
     if isinstance(rest, Outcome):
         return rest
     return await runtime.run(lambda built: built.finish(rest))

@@ -133,9 +133,10 @@ class Deduplicator:
     ) -> Change:
         """The store's change for one sighting; the claim it made lands in ``outcome``.
         ``quiet``: store nothing, and make no claim, when the verdict calls for the agent."""
-        token = uuid.uuid4().hex
+        # Only a firing or a follow-up holds a token, and a quiet decision makes neither.
+        token = "" if quiet else uuid.uuid4().hex
         if isinstance(policy, timedelta):
-            policy = Policy(window=policy, followups=False, claim_timeout=self.claim_timeout)
+            policy = Policy(window=policy, followups=False)
         if policy.claim_timeout is None and self.claim_timeout is not None:
             policy = _with_timeout(policy, self.claim_timeout)
 
@@ -287,7 +288,12 @@ class Deduplicator:
         # namespace may hold the "|" the id is joined with.
         group = (key.namespace, key.group)
         with self._live_lock:
-            if key.id not in self._live:
+            known = self._live.get(key.id)
+            if known is None or known.group != group:
+                # Two keys may share an id (a "|" inside a forged namespace): the index counts
+                # the group its entry holds now, never more groups than entries.
+                if known is not None:
+                    self._count_group(known.group, -1)
                 self._count_group(group, 1)
             self._live[key.id] = _Live(until, group)
             self._live.move_to_end(key.id)
