@@ -212,8 +212,9 @@ class Pipeline:
     def finish_now(self, screened: Screened) -> Outcome | Screened:
         """As much of :meth:`finish` as needs no waiting, on the caller's thread (the HTTP
         entry's event loop): with the store in this process, a repeat of a live incident (a
-        duplicate, a held or in-flight sighting) is decided here, and only what would wait
-        (an API read, a busy store, an agent call, a render) is left, in the Screened
+        duplicate, a held or in-flight sighting) is decided here, and with a dry-run agent
+        too, an event of one incident opens or tells its session here; only what would wait
+        (an API read, a busy store, an agent call, a render process) is left, in the Screened
         returned, for finish() on a worker thread. The answer is the same either way."""
         event = screened.event
         if screened.plan is not None or not isinstance(event, ClusterEvent):
@@ -231,9 +232,15 @@ class Pipeline:
         planned = self._plan(event, screened.detections, hooks, healed=())
         if isinstance(planned, Outcome):
             return self._done(planned)
+        # Of one incident only: the agent is called here for none or all of an event's
+        # sessions, so a plan left for a thread (and made again there if the Hooks changed
+        # meanwhile) never holds one whose agent was called.
+        opens = self.sessions.opens_now and len(planned.units) == 1
         for unit in planned.units:
-            unit.done, unit.items = self.sessions.handle_now(planned.event, unit.hook, unit.items)
-        if any(unit.items for unit in planned.units):
+            unit.done, unit.items, unit.opening = self.sessions.handle_now(
+                planned.event, unit.hook, unit.items, opens=opens
+            )
+        if any(unit.waiting for unit in planned.units):
             planned.hooks = hook_set
             return replace(screened, plan=planned)
         return self._done(planned.outcome([]))
@@ -245,7 +252,11 @@ class Pipeline:
             if plan.hooks is None or plan.hooks is self.hooks.current():
                 return self._done(self._run(plan))
             # The Hooks changed while it waited for this thread: decided again, as a whole
-            # (the sightings decided on the loop are known occurrences now: not counted twice).
+            # (the sightings decided on the loop are known occurrences now: not counted twice;
+            # a session claimed there is let go first, to be decided with the others).
+            for unit in plan.units:
+                if unit.opening is not None:
+                    self.sessions.abandon(unit.opening)
             assert isinstance(screened.event, ClusterEvent)
             return self._done(self._act(screened.event, screened.detections))
         target = screened.event
@@ -345,11 +356,13 @@ class Pipeline:
 
     def _run(self, plan: Plan) -> Outcome:
         """A plan's sightings that are still to be decided, side by side (bounded)."""
-        waiting = [unit for unit in plan.units if unit.items]
-        handled = self.fanout.map(
-            lambda u: self.sessions.handle(plan.event, u.hook, u.items), waiting
-        )
-        return plan.outcome(handled)
+        waiting = [unit for unit in plan.units if unit.waiting]
+        return plan.outcome(self.fanout.map(lambda u: self._finish_unit(plan.event, u), waiting))
+
+    def _finish_unit(self, event: ClusterEvent, unit: Unit) -> list[FiringResult]:
+        if unit.opening is not None:
+            return [self.sessions.resume(event, unit.hook, unit.opening)]
+        return self.sessions.handle(event, unit.hook, unit.items)
 
     def _incidents(self, event: ClusterEvent, matches: list[HookMatch]) -> list[Unit]:
         """Every matched detection placed in its incident; the detections of one incident of

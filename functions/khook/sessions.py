@@ -16,7 +16,14 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from khook import trace
-from khook.agent import AgentClient, AgentError, AgentRequest, AgentResult, is_terminal
+from khook.agent import (
+    AgentClient,
+    AgentError,
+    AgentRequest,
+    AgentResult,
+    answers_at_once,
+    is_terminal,
+)
 from khook.clock import Clock
 from khook.core.correlate import Explained, Incident
 from khook.core.dedup import DedupKey, Policy, Record, Sighting, Verdict
@@ -36,11 +43,16 @@ from khook.core.outcome import FiringResult, Status
 from khook.core.prompt import PromptError
 from khook.core.text import NAME_LIMIT, clean
 from khook.logs import log
+from khook.plans import Opening
 from khook.sandbox import Renderer, SandboxError
 from khook.sightings import held_result, quiet_result, sighting_result, store_failed
 from khook.stores import Claim, Deduplicator, StoreError
 
 logger = logging.getLogger("khook.sessions")
+
+# A sighting with one of these ends its incident's sightings of the event: it was claimed (or
+# could not be, now), and the others add nothing new.
+_ENDS = frozenset((Status.FIRED, Status.FAILED, Status.IN_FLIGHT))
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,10 @@ class Sessions:
         self.renderer = renderer
         self.clock = clock
         self.budget = budget or Budget()
+        # Whether a session may be opened (or told) on the event loop: the store writes in
+        # this process and the agent answers without I/O (a dry run). A real agent's call
+        # is always made on a worker thread.
+        self.opens_now = dedup.opens_now and answers_at_once(agent)
 
     def handle(
         self, event: ClusterEvent, hook: Hook, items: Sequence[Incident | Explained]
@@ -78,50 +94,80 @@ class Sessions:
                 continue
             result = self._sighting(event, hook, item)
             results.append(result)
-            if result.status in (Status.FIRED, Status.FAILED, Status.IN_FLIGHT):
-                break  # claimed (or not claimable now): its other signals add nothing new
+            if result.status in _ENDS:
+                break
         return results
 
     def handle_now(
-        self, event: ClusterEvent, hook: Hook, items: Sequence[Incident | Explained]
-    ) -> tuple[list[FiringResult], list[Incident | Explained]]:
+        self,
+        event: ClusterEvent,
+        hook: Hook,
+        items: Sequence[Incident | Explained],
+        *,
+        opens: bool = False,
+    ) -> tuple[list[FiringResult], list[Incident | Explained], Opening | None]:
         """:meth:`handle` on a thread that must not wait (the event loop), as far as it goes
-        without waiting: the results of the sightings the store decided at once and that call
-        for nothing, and the sightings left for :meth:`handle` on a worker thread (from the
-        first that would wait or call the agent; nothing was stored for it)."""
+        without waiting: the results of the sightings decided here; the sightings left for
+        :meth:`handle` on a worker thread (from the first that would wait, or call the agent
+        without ``opens``; nothing was stored for it); and a session claimed here whose
+        prompt must render in a render process, for :meth:`resume` on a worker thread.
+        ``opens`` (only where :attr:`opens_now`): sessions are opened and told here."""
         results: list[FiringResult] = []
         for n, item in enumerate(items):
             if isinstance(item, Explained):
                 results.append(held_result(hook, item))
                 continue
             try:
-                claim = self.dedup.claim_now(item.key, item.sighting, item.policy)
+                claim = self.dedup.claim_now(item.key, item.sighting, item.policy, opens=opens)
             except StoreError as exc:
                 results.append(store_failed(hook, item, exc))
                 break
-            quiet = None if claim is None else quiet_result(hook, item, claim)
-            if quiet is None:
-                return results, list(items[n:])
-            results.append(quiet)
-            if quiet.status is Status.IN_FLIGHT:
+            if claim is None:
+                return results, list(items[n:]), None
+            result = quiet_result(hook, item, claim)
+            if result is None:
+                result = self._called(event, hook, item, claim, now=True)
+            if result is None:
+                return results, [], Opening(item, claim)
+            results.append(result)
+            if result.status in _ENDS:
                 break
-        return results, []
+        return results, [], None
+
+    def resume(self, event: ClusterEvent, hook: Hook, opening: Opening) -> FiringResult:
+        """The rest of a session :meth:`handle_now` claimed (and counted in the budget): its
+        prompt rendered in a render process, the agent called, the claim settled."""
+        opened = self._open(event, hook, opening.item, opening.claim)
+        assert opened is not None  # only a render on the event loop leaves anything
+        return opened
+
+    def abandon(self, opening: Opening) -> None:
+        """A session claimed on the event loop will not be opened: its claim is undone."""
+        self._release(opening.claim)
 
     def _sighting(self, event: ClusterEvent, hook: Hook, item: Incident) -> FiringResult:
         try:
             claim = self.dedup.claim(item.key, item.sighting, item.policy)
         except StoreError as exc:
             return store_failed(hook, item, exc)
-        quiet = quiet_result(hook, item, claim)
-        if quiet is not None:
-            return quiet
+        result = quiet_result(hook, item, claim) or self._called(event, hook, item, claim)
+        assert result is not None  # only a render on the event loop leaves anything
+        return result
+
+    def _called(
+        self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim, *, now: bool = False
+    ) -> FiringResult | None:
+        """A claim that calls the agent: a follow-up, a new session, or the overflow session.
+        ``now`` (the event loop): None when the prompt must render in a render process."""
         if claim.verdict is Verdict.FOLLOWUP and claim.record is not None:
             return self._follow_up(hook, item, claim, claim.record)
         if not self._within_budget(hook):
             return self._overflow(hook, item, claim)
-        return self._open(event, hook, item, claim)
+        return self._open(event, hook, item, claim, now=now)
 
-    def _open(self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
+    def _open(
+        self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim, *, now: bool = False
+    ) -> FiringResult | None:
         result = sighting_result(hook, item)
         record = claim.record
         assert record is not None
@@ -130,7 +176,10 @@ class Sessions:
         item = replace(item, config=config)
         facts = prompt_facts(event, hook, item, record)
         try:
-            prompt = self.renderer.render(config.prompt, facts, event.object)
+            if now:
+                prompt = self.renderer.render_now(config.prompt, facts, event.object)
+            else:
+                prompt = self.renderer.render(config.prompt, facts, event.object)
         except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
             self._release(claim)
             return result(
@@ -141,6 +190,8 @@ class Sessions:
             return result(
                 Status.FAILED, reason=str(exc), record=record, retryable=True, failure="sandbox"
             )
+        if prompt is None:
+            return None  # the claim stays, for resume() on a worker thread
         request = AgentRequest(
             agent=item.config.agent,
             prompt=prompt,

@@ -4,7 +4,7 @@ from khook.agent._breaker import CircuitBreaker
 from khook.agent._client import A2AClient
 from khook.agent._dryrun import DryRunClient
 from khook.agent._identity import UserIdTemplateError, check_user_id_template, user_id_for
-from khook.agent._metered import MeteredAgent, version_label
+from khook.agent._metered import MeteredAgent, answers_at_once, version_label
 from khook.agent._protocol import (
     A2AVersion,
     AgentClient,
@@ -33,6 +33,7 @@ __all__ = [
     "MeteredAgent",
     "UserIdTemplateError",
     "agent_endpoint",
+    "answers_at_once",
     "build_http_request",
     "check_agent_url",
     "check_user_id_template",

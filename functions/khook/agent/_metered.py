@@ -29,6 +29,14 @@ def version_label(client: AgentClient) -> Callable[[AgentRef], str]:
     return lambda _agent: "unknown"
 
 
+def answers_at_once(client: AgentClient) -> bool:
+    """Whether ``client`` answers without I/O or waiting (a dry run, which only writes its
+    line): then a new incident's call may be made on the event loop (khook.sessions)."""
+    if isinstance(client, (MeteredAgent, CircuitBreaker)):
+        return answers_at_once(client.inner)
+    return isinstance(client, DryRunClient)
+
+
 class MeteredAgent:
     """An AgentClient (around the circuit breaker) that counts every call: those that were
     sent (kagent_hook_api_calls_total, their durations), and every failure by its kind, those

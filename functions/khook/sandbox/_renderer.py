@@ -30,6 +30,13 @@ class Renderer(Protocol):
         """The prompt for one firing. PromptError (with its ``kind``) is the template's
         fault; SandboxError is khook's (no render process could run it: retry later)."""
 
+    def render_now(
+        self, template: PromptTemplate, facts: PromptFacts, obj: Mapping[str, Any] | None
+    ) -> str | None:
+        """:meth:`render` on a thread that must not wait (the event loop): the prompt when a
+        straight-line template renders in this process within its limits; None when it would
+        go to a render process."""
+
     def check(self, event_type: str, template: PromptTemplate) -> str | None:
         """A trial render against the sample facts and object of ``event_type``: the
         problem, or None. Cached by event type and template source."""
@@ -117,6 +124,13 @@ class ProcessRenderer(_Checks):
         error = str(answer.get("error", "prompt failed to render"))
         raise PromptError(error, str(answer.get("kind", "")))
 
+    def render_now(
+        self, template: PromptTemplate, facts: PromptFacts, obj: Mapping[str, Any] | None
+    ) -> str | None:
+        if self._closed or not self._inline:
+            return None
+        return template.render_inline(facts, obj)
+
     def prestart(self) -> None:
         """Start the render processes now, in the background (see Pool.prestart)."""
         if not self._closed:
@@ -140,3 +154,9 @@ class InlineRenderer(_Checks):
         self, template: PromptTemplate, facts: PromptFacts, obj: Mapping[str, Any] | None
     ) -> str:
         return template.render(facts, obj)
+
+    def render_now(
+        self, template: PromptTemplate, facts: PromptFacts, obj: Mapping[str, Any] | None
+    ) -> str | None:
+        # Only what khook itself would render in process: no tenant's loop on the event loop.
+        return template.render_inline(facts, obj)

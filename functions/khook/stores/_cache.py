@@ -36,6 +36,7 @@ class CachedRecords:
     """
 
     immediate = True  # try_update: a duplicate of a live incident known here, no API call
+    in_process = False  # update may have to ask the API server
 
     def __init__(self, inner: RecordStore, clock: Clock, sync_every: float = 5.0) -> None:
         self.inner = inner

@@ -102,17 +102,21 @@ class Deduplicator:
         )
         return self._claimed(key, outcome[0])
 
-    def claim_now(self, key: DedupKey, sighting: Sighting, policy: Policy) -> Claim | None:
+    def claim_now(
+        self, key: DedupKey, sighting: Sighting, policy: Policy, *, opens: bool = False
+    ) -> Claim | None:
         """:meth:`claim` on a thread that must not wait (the event loop), for a sighting that
-        calls for nothing: a duplicate, a hold, a stale or in-flight sighting. None, with
+        calls for nothing: a duplicate, a hold, a stale or in-flight sighting; with ``opens``
+        (only where :attr:`opens_now`), one that opens or follows up a session too. None, with
         nothing stored, when the store cannot answer at once (it is not in memory, or busy)
-        or when the sighting would open or follow up a session: :meth:`claim` it then, on a
-        thread, as if it had come a moment later."""
+        or when the sighting would open or follow up a session and ``opens`` is False:
+        :meth:`claim` it then, on a thread, as if it had come a moment later."""
         store = self._immediate
         if store is None:
             return None
         outcome: list[Claim] = []
-        if not store.try_update(key, self._decider(key, sighting, policy, outcome, quiet=True)):
+        decider = self._decider(key, sighting, policy, outcome, quiet=not opens)
+        if not store.try_update(key, decider):
             return None
         return self._claimed(key, outcome[0])
 
@@ -120,6 +124,13 @@ class Deduplicator:
     def answers_now(self) -> bool:
         """Whether :meth:`claim_now` can ever answer (the store is in this process)."""
         return self._immediate is not None
+
+    @property
+    def opens_now(self) -> bool:
+        """Whether a claim made on the event loop may open a session there: every write of
+        the store (the claim's confirmation or release, the budget's count) is made in this
+        process without I/O (the memory store)."""
+        return self._immediate is not None and self._immediate.in_process
 
     def _decider(
         self,

@@ -14,6 +14,7 @@ class MemoryRecords:
     not shared between replicas or gunicorn workers."""
 
     immediate = True  # try_update answers without I/O
+    in_process = True  # and so does update: the lock is held for one record at a time
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -25,8 +26,8 @@ class MemoryRecords:
             self._apply(key, change)
 
     def try_update(self, key: DedupKey, change: Change) -> bool:
-        # Never waits: a prune (which holds the lock a while) or another claim sends the
-        # caller to a worker thread instead.
+        # Never waits: another thread's claim, or a prune's copy, sends the caller to a
+        # worker thread instead.
         if not self._lock.acquire(blocking=False):
             return False
         try:
@@ -50,16 +51,22 @@ class MemoryRecords:
             return self._records.get(key.id)
 
     def records(self, hook: str) -> list[Record]:
-        with self._lock:
-            return [r for r in self._records.values() if r.key.hook == hook]
+        with self._lock:  # a copy under the lock, the search outside it: held only briefly
+            held = list(self._records.values())
+        return [r for r in held if r.key.hook == hook]
 
     def prune(self, retention: timedelta) -> int:
         now = self._clock.now()
         with self._lock:
-            gone = [k for k, r in self._records.items() if r.prunable(now, retention)]
-            for k in gone:
-                del self._records[k]
-        return len(gone)
+            held = list(self._records.items())
+        old = [(k, r) for k, r in held if r.prunable(now, retention)]
+        gone = 0
+        with self._lock:
+            for k, r in old:
+                if self._records.get(k) is r:  # unchanged since the copy: still prunable
+                    del self._records[k]
+                    gone += 1
+        return gone
 
     def health(self) -> StoreHealth:
         return StoreHealth()  # nothing here can be damaged from outside

@@ -41,6 +41,7 @@ class MeteredRecords:
         self.kind = kind or store_kind(inner)
         self._immediate = inner if isinstance(inner, ImmediateStore) and inner.immediate else None
         self.immediate = self._immediate is not None
+        self.in_process = self._immediate is not None and self._immediate.in_process
 
     def update(self, key: DedupKey, change: Change, *, expect_absent: bool = False) -> None:
         started = time.perf_counter()

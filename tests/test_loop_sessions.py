@@ -1,0 +1,186 @@
+"""With the store in memory and a dry-run agent, nothing a new incident needs waits: its
+session is opened on the event loop (Pipeline.finish_now). What would wait (a prompt for a
+render process, the sessions of several incidents, a real agent) is left to a worker thread,
+and the answer is the same either way."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from khook.agent import A2AClient, CircuitBreaker, DryRunClient, MeteredAgent, answers_at_once
+from khook.core.cloudevent import parse
+from khook.core.dedup import DedupKey, Record
+from khook.core.incident import BUDGET_TYPE
+from khook.core.outcome import Outcome
+from khook.pipeline import Pipeline, Screened
+from khook.plans import Opening
+from khook.runtime import build_pipeline
+from khook.settings import Settings
+from tests.conftest import FunctionFactory
+from tests.support.agent import A2AAgentServer
+from tests.support.clock import FakeClock
+from tests.support.events import (
+    HOOKS,
+    apiserver_event,
+    binary,
+    oom_request,
+    oom_status,
+    outcome,
+    pod,
+)
+
+OUTCOME = "X-Khook-Outcome"
+HOOK = "default/pod-incidents"
+
+
+def dry_run_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if '"dryRun": true' in line]
+
+
+def test_a_new_incident_opens_its_session_while_every_worker_is_busy(
+    make_function: FunctionFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fn = make_function(threads=1, dedup="memory", dry_run=True)
+    release = threading.Event()
+    held = fn.runtime.executor().submit(release.wait, 30)  # the only worker thread, busy
+    try:
+        answer = fn.post(*oom_request())
+        assert not held.done(), "answered by the worker thread, after it was let go"
+    finally:
+        release.set()
+    assert answer.status_code == 202
+    assert answer.headers[OUTCOME] == outcome(fired=1)
+    assert len(dry_run_lines(capsys)) == 1
+    # Its repeat is a duplicate, on the loop too; nothing more is sent.
+    assert fn.post(*oom_request()).headers[OUTCOME] == outcome(duplicate=1)
+    assert dry_run_lines(capsys) == []
+
+
+def big_oom_pod(values: int) -> dict[str, Any]:
+    """An OOM-killed Pod with more values than a prompt may read in khook's own process."""
+    sick = pod(container_statuses=[oom_status()])
+    sick["metadata"]["annotations"] = {f"note-{n}": "x" for n in range(values)}
+    return sick
+
+
+def pipeline_for(hooks: Path, clock: FakeClock) -> Pipeline:
+    settings = Settings.coerce({"hooks": (str(hooks),), "dedup": "memory", "dry_run": True})
+    pipeline = build_pipeline(settings, clock)
+    pipeline.hooks.current()
+    return pipeline
+
+
+def stored(pipeline: Pipeline, key: DedupKey) -> Record | None:
+    return next((r for r in pipeline.dedup.store.records(key.hook) if r.key.id == key.id), None)
+
+
+def budget_count(pipeline: Pipeline, clock: FakeClock) -> int:
+    minute = int(clock.now().timestamp() // 60)
+    record = stored(pipeline, DedupKey(HOOK, BUDGET_TYPE, "", f"Minute/{minute}"))
+    return 0 if record is None else record.count
+
+
+def claimed_on_the_loop(pipeline: Pipeline) -> tuple[Screened, Opening]:
+    """A new incident whose prompt needs a render process, through finish_now: claimed."""
+    screened = pipeline.screen(parse(*binary(apiserver_event(big_oom_pod(6_000)))))
+    assert isinstance(screened, Screened)
+    left = pipeline.finish_now(screened)
+    assert isinstance(left, Screened) and left.plan is not None
+    (unit,) = left.plan.units
+    assert unit.opening is not None and unit.items == []
+    return left, unit.opening
+
+
+def test_a_prompt_for_a_render_process_is_opened_on_a_worker_thread_with_its_claim(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sample oom-kill prompt reads the object: with more than 5,000 values it renders in
+    a render process. Claimed and counted on the loop, opened on a thread, counted once."""
+    pipeline = pipeline_for(HOOKS, clock)
+    try:
+        left, opening = claimed_on_the_loop(pipeline)
+        assert stored(pipeline, opening.claim.key) is not None
+        assert dry_run_lines(capsys) == []
+        assert budget_count(pipeline, clock) == 1
+        assert pipeline.finish(left).counts().header() == outcome(fired=1)
+        assert len(dry_run_lines(capsys)) == 1
+        assert budget_count(pipeline, clock) == 1
+        again = pipeline.process(parse(*binary(apiserver_event(big_oom_pod(6_000)))))
+        assert again.counts().header() == outcome(duplicate=1)
+    finally:
+        pipeline.close()
+
+
+def test_a_session_claimed_on_the_loop_is_let_go_when_its_hook_goes_meanwhile(
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hooks = tmp_path / "hooks"
+    shutil.copytree(HOOKS, hooks)
+    pipeline = pipeline_for(hooks, clock)
+    try:
+        left, opening = claimed_on_the_loop(pipeline)
+        (hooks / "pod-incidents.yaml").unlink()
+        clock.advance(5)
+        assert pipeline.finish(left).counts().header() == outcome()
+        assert dry_run_lines(capsys) == []
+        assert stored(pipeline, opening.claim.key) is None  # not left in flight
+    finally:
+        pipeline.close()
+
+
+def test_the_sessions_of_several_incidents_are_opened_together_on_a_worker_thread(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OOM kill in khook-demo concerns two Hooks (its own and the platform team's): the
+    loop calls the agent for none of them, the thread for both, side by side."""
+    pipeline = pipeline_for(HOOKS, clock)
+    try:
+        screened = pipeline.screen(parse(*oom_request("khook-demo")))
+        assert isinstance(screened, Screened)
+        left = pipeline.finish_now(screened)
+        assert isinstance(left, Screened) and left.plan is not None
+        assert len(left.plan.units) == 2
+        assert all(unit.items and unit.opening is None for unit in left.plan.units)
+        assert dry_run_lines(capsys) == []
+        assert pipeline.finish(left).counts().header() == outcome(fired=2)
+        assert len(dry_run_lines(capsys)) == 2
+    finally:
+        pipeline.close()
+
+
+def test_a_follow_up_is_told_on_the_loop(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline = pipeline_for(HOOKS, clock)
+    try:
+        first = pipeline.process(parse(*oom_request()))
+        assert first.counts().header() == outcome(fired=1)
+        dry_run_lines(capsys)
+        # More Pods of the same Deployment OOM-killed: the 10th signal is a change to tell.
+        answers = []
+        for n in range(2, 11):
+            other = pod(name=f"web-7d4b9c8f5-pod{n}", container_statuses=[oom_status()])
+            screened = pipeline.screen(parse(*binary(apiserver_event(other))))
+            assert isinstance(screened, Screened)
+            done = pipeline.finish_now(screened)
+            assert isinstance(done, Outcome), "left for a worker thread"
+            answers.append(done.counts().header())
+        assert answers == [outcome(duplicate=1)] * 8 + [outcome(followup=1)]
+        assert len(dry_run_lines(capsys)) == 1
+    finally:
+        pipeline.close()
+
+
+def test_only_a_dry_run_answers_at_once(clock: FakeClock, agent: A2AAgentServer) -> None:
+    dry = DryRunClient()
+    assert answers_at_once(MeteredAgent(CircuitBreaker(dry, clock)))
+    real = A2AClient(agent.url, clock=clock)
+    try:
+        assert not answers_at_once(MeteredAgent(CircuitBreaker(real, clock)))
+    finally:
+        real.close()
