@@ -212,6 +212,40 @@ def test_a_healthy_pod_in_a_live_incident_still_resolves_it(
     assert answer.headers[OUTCOME] != outcome(), answer.headers[REASON]
 
 
+def test_a_forged_namespace_cannot_join_another_namespaces_incident(
+    make_function: FunctionFactory,
+) -> None:
+    """Sent with KHOOK_AUTH=none, an object may name anything. The platform team's Hook sees
+    both namespaces; their incidents' keys once joined to one id, and the second was counted
+    as a duplicate of the first."""
+    fn = make_function()
+    first = pod(name="x|Pod/y", namespace="n", owner=None, container_statuses=[oom_status()])
+    second = pod(name="y", namespace="n|Pod/x", owner=None, container_statuses=[oom_status()])
+    assert post(fn, first).headers[OUTCOME] == outcome(fired=1)
+    assert post(fn, second).headers[OUTCOME] == outcome(fired=1)
+
+
+@pytest.mark.parametrize("namespace", ["shop", "a|b"])
+def test_a_new_replica_resolves_a_live_incident_whatever_its_namespace(
+    clock: FakeClock, namespace: str
+) -> None:
+    """A replica learns the live incidents every replica stored (read back by its sweep):
+    their keys come from their ids, which give back the namespace as it was, "|" and all."""
+    with apiserver() as server, A2AAgentServer() as agent:
+        everywhere = {"namespaces": ["*"]}
+        Kube(server).apply_hook(
+            hook_doc("khook-system", "all", config("oom-kill"), selector=everywhere)
+        )
+        settings = cluster_settings(agent.url)
+        sick = pod(namespace=namespace, container_statuses=[oom_status()])
+        with cluster_function(server, clock, settings) as fn:
+            assert post(fn, sick).headers[OUTCOME] == outcome(fired=1)
+        with cluster_function(server, clock, settings) as fn:
+            fn.runtime.pipeline().sweep()  # as its background sweep does, every 30 s
+            answer = post(fn, recovered(sick))
+            assert answer.headers[OUTCOME] == outcome(followup=1), answer.headers[REASON]
+
+
 def test_an_event_no_rule_wants_costs_no_api_call(clock: FakeClock) -> None:
     """An Event about a Pod khook has not seen: its owner would be read from the API server
     if the event could matter; no rule wants it, so nothing is read."""

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from khook.core import stored
@@ -39,9 +40,13 @@ class DedupKey:
     namespace: str  # "" for incidents that span namespaces (a registry, a node)
     group: str  # Kind/name of the workload or the resource, or a shared cause
 
-    @property
+    @cached_property
     def id(self) -> str:
-        return f"{self.hook}|{self.event_type}|{self.namespace}|{self.group}"
+        """Its parts joined with "|", each with "%" and "|" escaped (``%25``, ``%7C``), so two
+        keys never share an id and an id read back gives the key it was made of, whatever a
+        forged event put in a name. Kubernetes names hold neither: their ids are unchanged."""
+        parts = (self.hook, self.event_type, self.namespace, self.group)
+        return "|".join(map(_escaped, parts))
 
     @property
     def digest(self) -> str:
@@ -49,7 +54,24 @@ class DedupKey:
 
     @classmethod
     def from_id(cls, key_id: str) -> DedupKey:
-        return cls(*stored.key_parts(key_id))
+        hook, event_type, namespace, group = map(_unescaped, stored.key_parts(key_id))
+        return cls(hook, event_type, namespace, group)
+
+
+def id_prefix(hook: str) -> str:
+    """How the ids of ``hook``'s records begin."""
+    return _escaped(hook) + "|"
+
+
+def _escaped(part: str) -> str:
+    if "%" not in part and "|" not in part:
+        return part
+    return part.replace("%", "%25").replace("|", "%7C")
+
+
+def _unescaped(part: str) -> str:
+    # "%7C" first: an escaped part holds "%" only as the start of "%25" or "%7C".
+    return part.replace("%7C", "|").replace("%25", "%") if "%" in part else part
 
 
 class State(StrEnum):

@@ -295,16 +295,9 @@ class Deduplicator:
                 self._remember(record.key, record.expires_at)
 
     def _remember(self, key: DedupKey, until: datetime) -> None:
-        # The group is the key's own (namespace, group), never read back from its id: a
-        # namespace may hold the "|" the id is joined with.
         group = (key.namespace, key.group)
         with self._live_lock:
-            known = self._live.get(key.id)
-            if known is None or known.group != group:
-                # Two keys may share an id (a "|" inside a forged namespace): the index counts
-                # the group its entry holds now, never more groups than entries.
-                if known is not None:
-                    self._count_group(known.group, -1)
+            if key.id not in self._live:  # one id, one key: its group is counted once
                 self._count_group(group, 1)
             self._live[key.id] = _Live(until, group)
             self._live.move_to_end(key.id)

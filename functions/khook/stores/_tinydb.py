@@ -24,6 +24,7 @@ from typing import Any
 
 from khook.clock import Clock
 from khook.core.dedup import DedupKey, Record
+from khook.core.incident import id_prefix
 from khook.logs import log
 from khook.stores._base import Change, StoreError, _Keep
 from khook.stores._files import (
@@ -77,7 +78,7 @@ class TinyDBRecords:
             return shard.get(key.id)
 
     def records(self, hook: str) -> list[Record]:
-        prefix = hook + "|"
+        prefix = id_prefix(hook)
         found: list[Record] = []
         for index in self._existing_shards():
             with self._shard(index) as shard:
