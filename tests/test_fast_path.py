@@ -107,6 +107,23 @@ def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
     assert len(agent.posts()) == 2
 
 
+def test_a_detection_no_hook_wants_is_answered_while_every_worker_is_busy(
+    make_function: FunctionFactory,
+) -> None:
+    """Whatever the store (tinydb here, on disk): matching needs none, so an OOM kill in a
+    namespace no Hook sees is answered on the event loop."""
+    fn = make_function(threads=1)
+    release = threading.Event()
+    held = fn.runtime.executor().submit(release.wait, 30)  # the only worker thread, busy
+    try:
+        answer = fn.post(*oom_request("kube-system"))
+        assert not held.done(), "answered by the worker thread, after it was let go"
+    finally:
+        release.set()
+    assert answer.headers[OUTCOME] == outcome()
+    assert answer.headers[REASON].startswith("no-hook; "), answer.headers[REASON]
+
+
 @pytest.mark.parametrize("store", ["lease", "configmap"])
 def test_in_cluster_a_repeat_is_decided_from_the_replicas_cache_while_workers_are_busy(
     clock: FakeClock, store: str

@@ -214,12 +214,13 @@ class Pipeline:
         entry's event loop): with the store in this process, a repeat of a live incident (a
         duplicate, a held or in-flight sighting) is decided here, and with a dry-run agent
         too, an event of one incident opens or tells its session here; only what would wait
-        (an API read, a busy store, an agent call, a render process) is left, in the Screened
-        returned, for finish() on a worker thread. The answer is the same either way."""
+        (an API read, a busy store or one on disk, an agent call, a render process) is left,
+        in the Screened returned, for finish() on a worker thread; a detection no Hook wants
+        is answered here whatever the store. The answer is the same either way."""
         event = screened.event
         if screened.plan is not None or not isinstance(event, ClusterEvent):
             return screened
-        if not screened.detections or not self.dedup.answers_now or is_healthy(event):
+        if not screened.detections or is_healthy(event):
             return screened  # a healthy object may end incidents: their sessions are told
         hook_set = self.hooks.cached()
         if hook_set is None or not hook_set.synced:
