@@ -1,7 +1,7 @@
 """With the store in memory and a dry-run agent, nothing a new incident needs waits: its
 session is opened on the event loop (Pipeline.finish_now). What would wait (a prompt for a
 render process, the sessions of several incidents, a real agent) is left to a worker thread,
-and the answer is the same either way."""
+with nothing claimed for it, and the answer is the same either way."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from khook.core.dedup import DedupKey, Record
 from khook.core.incident import BUDGET_TYPE
 from khook.core.outcome import Outcome
 from khook.pipeline import Pipeline, Screened
-from khook.plans import Opening
 from khook.runtime import build_pipeline
 from khook.settings import Settings
 from tests.conftest import FunctionFactory
@@ -85,28 +84,30 @@ def budget_count(pipeline: Pipeline, clock: FakeClock) -> int:
     return 0 if record is None else record.count
 
 
-def claimed_on_the_loop(pipeline: Pipeline) -> tuple[Screened, Opening]:
-    """A new incident whose prompt needs a render process, through finish_now: claimed."""
-    screened = pipeline.screen(parse(*binary(apiserver_event(big_oom_pod(6_000)))))
+def left_for_a_thread(pipeline: Pipeline, obj: dict[str, Any]) -> Screened:
+    """A new incident whose prompt needs a render process, through finish_now: left."""
+    screened = pipeline.screen(parse(*binary(apiserver_event(obj))))
     assert isinstance(screened, Screened)
     left = pipeline.finish_now(screened)
     assert isinstance(left, Screened) and left.plan is not None
     (unit,) = left.plan.units
-    assert unit.opening is not None and unit.items == []
-    return left, unit.opening
+    assert unit.items
+    return left
 
 
-def test_a_prompt_for_a_render_process_is_opened_on_a_worker_thread_with_its_claim(
+def test_a_prompt_for_a_render_process_is_claimed_and_opened_on_a_worker_thread(
     clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The sample oom-kill prompt reads the object: with more than 5,000 values it renders in
-    a render process. Claimed and counted on the loop, opened on a thread, counted once."""
+    a render process. Tried on the loop, let go there (nothing stored, nothing counted), then
+    claimed, counted and opened on a thread."""
     pipeline = pipeline_for(HOOKS, clock)
     try:
-        left, opening = claimed_on_the_loop(pipeline)
-        assert stored(pipeline, opening.claim.key) is not None
+        left = left_for_a_thread(pipeline, big_oom_pod(6_000))
+        assert left.plan is not None
+        assert stored(pipeline, left.plan.units[0].key) is None
+        assert budget_count(pipeline, clock) == 0
         assert dry_run_lines(capsys) == []
-        assert budget_count(pipeline, clock) == 1
         assert pipeline.finish(left).counts().header() == outcome(fired=1)
         assert len(dry_run_lines(capsys)) == 1
         assert budget_count(pipeline, clock) == 1
@@ -116,19 +117,38 @@ def test_a_prompt_for_a_render_process_is_opened_on_a_worker_thread_with_its_cla
         pipeline.close()
 
 
-def test_a_session_claimed_on_the_loop_is_let_go_when_its_hook_goes_meanwhile(
+def test_a_redelivery_while_the_first_waits_for_a_thread_opens_one_session(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No claim waits in the queue for a worker thread, where its timeout would run out and a
+    redelivery would take it over: one session, whoever gets there first."""
+    pipeline = pipeline_for(HOOKS, clock)
+    try:
+        first = left_for_a_thread(pipeline, big_oom_pod(6_000))
+        clock.advance(40)  # every worker thread busy for longer than a claim's timeout
+        second = pipeline.process(parse(*oom_request()))
+        assert second.counts().header() == outcome(fired=1)
+        assert pipeline.finish(first).counts().header() == outcome(duplicate=1)
+        assert len(dry_run_lines(capsys)) == 1
+    finally:
+        pipeline.close()
+
+
+def test_the_budget_counts_a_session_once_when_the_hooks_change_while_it_waits(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hooks = tmp_path / "hooks"
     shutil.copytree(HOOKS, hooks)
     pipeline = pipeline_for(hooks, clock)
     try:
-        left, opening = claimed_on_the_loop(pipeline)
-        (hooks / "pod-incidents.yaml").unlink()
+        left = left_for_a_thread(pipeline, big_oom_pod(6_000))
+        # Another Hook arrives while the event waits: it is decided again, as a whole.
+        other = (hooks / "legacy-agentid.yaml").read_text().replace("name: ", "name: x", 1)
+        (hooks / "another.yaml").write_text(other)
         clock.advance(5)
-        assert pipeline.finish(left).counts().header() == outcome()
-        assert dry_run_lines(capsys) == []
-        assert stored(pipeline, opening.claim.key) is None  # not left in flight
+        assert pipeline.finish(left).counts().header() == outcome(fired=1)
+        assert budget_count(pipeline, clock) == 1
+        assert len(dry_run_lines(capsys)) == 1
     finally:
         pipeline.close()
 
@@ -145,7 +165,7 @@ def test_the_sessions_of_several_incidents_are_opened_together_on_a_worker_threa
         left = pipeline.finish_now(screened)
         assert isinstance(left, Screened) and left.plan is not None
         assert len(left.plan.units) == 2
-        assert all(unit.items and unit.opening is None for unit in left.plan.units)
+        assert all(unit.items and not unit.done for unit in left.plan.units)
         assert dry_run_lines(capsys) == []
         assert pipeline.finish(left).counts().header() == outcome(fired=2)
         assert len(dry_run_lines(capsys)) == 2

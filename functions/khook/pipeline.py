@@ -238,10 +238,10 @@ class Pipeline:
         # meanwhile) never holds one whose agent was called.
         opens = self.sessions.opens_now and len(planned.units) == 1
         for unit in planned.units:
-            unit.done, unit.items, unit.opening = self.sessions.handle_now(
+            unit.done, unit.items = self.sessions.handle_now(
                 planned.event, unit.hook, unit.items, opens=opens
             )
-        if any(unit.waiting for unit in planned.units):
+        if any(unit.items for unit in planned.units):
             planned.hooks = hook_set
             return replace(screened, plan=planned)
         return self._done(planned.outcome([]))
@@ -253,11 +253,7 @@ class Pipeline:
             if plan.hooks is None or plan.hooks is self.hooks.current():
                 return self._done(self._run(plan))
             # The Hooks changed while it waited for this thread: decided again, as a whole
-            # (the sightings decided on the loop are known occurrences now: not counted twice;
-            # a session claimed there is let go first, to be decided with the others).
-            for unit in plan.units:
-                if unit.opening is not None:
-                    self.sessions.abandon(unit.opening)
+            # (the sightings decided on the loop are known occurrences now: not counted twice).
             assert isinstance(screened.event, ClusterEvent)
             return self._done(self._act(screened.event, screened.detections))
         target = screened.event
@@ -357,13 +353,11 @@ class Pipeline:
 
     def _run(self, plan: Plan) -> Outcome:
         """A plan's sightings that are still to be decided, side by side (bounded)."""
-        waiting = [unit for unit in plan.units if unit.waiting]
-        return plan.outcome(self.fanout.map(lambda u: self._finish_unit(plan.event, u), waiting))
-
-    def _finish_unit(self, event: ClusterEvent, unit: Unit) -> list[FiringResult]:
-        if unit.opening is not None:
-            return [self.sessions.resume(event, unit.hook, unit.opening)]
-        return self.sessions.handle(event, unit.hook, unit.items)
+        waiting = [unit for unit in plan.units if unit.items]
+        handled = self.fanout.map(
+            lambda u: self.sessions.handle(plan.event, u.hook, u.items), waiting
+        )
+        return plan.outcome(handled)
 
     def _incidents(self, event: ClusterEvent, matches: list[HookMatch]) -> list[Unit]:
         """Every matched detection placed in its incident; the detections of one incident of

@@ -13,7 +13,6 @@ from khook.core.events import ClusterEvent, Reference
 from khook.core.hooks import Hook
 from khook.core.outcome import FiringResult, Outcome
 from khook.files import HookSet
-from khook.stores import Claim
 
 
 @dataclass(frozen=True)
@@ -26,31 +25,15 @@ class Screened:
     plan: Plan | None = None
 
 
-@dataclass(frozen=True)
-class Opening:
-    """A session claimed (and counted against its Hook's budget) on the event loop whose
-    prompt must render in a render process: the rest is for a worker thread."""
-
-    item: Incident
-    claim: Claim
-
-
 @dataclass
 class Unit:
     """The detections of one event that belong to one incident of one Hook: those still to be
-    decided (``items``), the results of those already decided (``done``), and a session
-    claimed on the event loop, still to be opened (``opening``)."""
+    decided (``items``), and the results of those already decided (``done``)."""
 
     hook: Hook
     key: DedupKey
     items: list[Incident | Explained] = field(default_factory=list)
     done: list[FiringResult] = field(default_factory=list)
-    opening: Opening | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a worker thread has anything left to do for it."""
-        return bool(self.items) or self.opening is not None
 
 
 @dataclass
@@ -65,11 +48,11 @@ class Plan:
     hooks: HookSet | None = None
 
     def outcome(self, handled: list[list[FiringResult]]) -> Outcome:
-        """The outcome, given the results of the units that were waiting, in order."""
+        """The outcome, given the results of the units that had sightings left, in order."""
         rest = iter(handled)
         results = list(self.healed)
         for unit in self.units:
             results += unit.done
-            if unit.waiting:
+            if unit.items:
                 results += next(rest)
         return Outcome(event_types=self.types, results=tuple(results), event=self.event)

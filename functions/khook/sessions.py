@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from khook import trace
 from khook.agent import (
@@ -40,10 +41,9 @@ from khook.core.messages import (
     resolution_text,
 )
 from khook.core.outcome import FiringResult, Status
-from khook.core.prompt import PromptError
+from khook.core.prompt import PromptError, PromptFacts, PromptTemplate
 from khook.core.text import NAME_LIMIT, clean
 from khook.logs import log
-from khook.plans import Opening
 from khook.sandbox import Renderer, SandboxError
 from khook.sightings import held_result, quiet_result, sighting_result, store_failed
 from khook.stores import Claim, Deduplicator, StoreError
@@ -105,13 +105,14 @@ class Sessions:
         items: Sequence[Incident | Explained],
         *,
         opens: bool = False,
-    ) -> tuple[list[FiringResult], list[Incident | Explained], Opening | None]:
+    ) -> tuple[list[FiringResult], list[Incident | Explained]]:
         """:meth:`handle` on a thread that must not wait (the event loop), as far as it goes
-        without waiting: the results of the sightings decided here; the sightings left for
-        :meth:`handle` on a worker thread (from the first that would wait, or call the agent
-        without ``opens``; nothing was stored for it); and a session claimed here whose
-        prompt must render in a render process, for :meth:`resume` on a worker thread.
-        ``opens`` (only where :attr:`opens_now`): sessions are opened and told here."""
+        without waiting: the results of the sightings decided here, and the sightings left
+        for :meth:`handle` on a worker thread (from the first that would wait, or call the
+        agent without ``opens``, or whose prompt needs a render process; nothing is left
+        stored for it: a claim never waits in the queue for a thread, where its timeout
+        would run and a redelivery could take it over). ``opens`` (only where
+        :attr:`opens_now`): sessions are opened and told here."""
         results: list[FiringResult] = []
         for n, item in enumerate(items):
             if isinstance(item, Explained):
@@ -123,27 +124,16 @@ class Sessions:
                 results.append(store_failed(hook, item, exc))
                 break
             if claim is None:
-                return results, list(items[n:]), None
+                return results, list(items[n:])
             result = quiet_result(hook, item, claim)
             if result is None:
                 result = self._called(event, hook, item, claim, now=True)
             if result is None:
-                return results, [], Opening(item, claim)
+                return results, list(items[n:])  # its claim was let go
             results.append(result)
             if result.status in _ENDS:
                 break
-        return results, [], None
-
-    def resume(self, event: ClusterEvent, hook: Hook, opening: Opening) -> FiringResult:
-        """The rest of a session :meth:`handle_now` claimed (and counted in the budget): its
-        prompt rendered in a render process, the agent called, the claim settled."""
-        opened = self._open(event, hook, opening.item, opening.claim)
-        assert opened is not None  # only a render on the event loop leaves anything
-        return opened
-
-    def abandon(self, opening: Opening) -> None:
-        """A session claimed on the event loop will not be opened: its claim is undone."""
-        self._release(opening.claim)
+        return results, []
 
     def _sighting(self, event: ClusterEvent, hook: Hook, item: Incident) -> FiringResult:
         try:
@@ -151,35 +141,63 @@ class Sessions:
         except StoreError as exc:
             return store_failed(hook, item, exc)
         result = quiet_result(hook, item, claim) or self._called(event, hook, item, claim)
-        assert result is not None  # only a render on the event loop leaves anything
+        assert result is not None  # only on the event loop is a claim let go for later
         return result
 
     def _called(
         self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim, *, now: bool = False
     ) -> FiringResult | None:
         """A claim that calls the agent: a follow-up, a new session, or the overflow session.
-        ``now`` (the event loop): None when the prompt must render in a render process."""
+        ``now`` (the event loop): the prompt is rendered first, in this process; None, with
+        the claim let go and nothing counted, when it must render in a render process."""
         if claim.verdict is Verdict.FOLLOWUP and claim.record is not None:
             return self._follow_up(hook, item, claim, claim.record)
+        rendered: str | PromptError | None = None
+        if now:
+            try:
+                rendered = self.renderer.render_now(*self._prompt_of(event, hook, item, claim))
+            except PromptError as exc:  # told as on a thread, if the budget lets it open
+                rendered = exc
+            if rendered is None:
+                self._release(claim)
+                return None
         if not self._within_budget(hook):
             return self._overflow(hook, item, claim)
-        return self._open(event, hook, item, claim, now=now)
+        return self._open(event, hook, item, claim, rendered)
+
+    @staticmethod
+    def _under_cause(hook: Hook, item: Incident, claim: Claim) -> Incident:
+        """The sighting under its incident's cause: the configuration of the highest type
+        seen in it so far, whose prompt and agent open the session."""
+        record = claim.record
+        assert record is not None
+        return replace(item, config=hook.configuration(record.cause_type) or item.config)
+
+    def _prompt_of(
+        self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim
+    ) -> tuple[PromptTemplate, PromptFacts, Mapping[str, Any] | None]:
+        """What the prompt of the session ``claim`` opens renders from."""
+        assert claim.record is not None
+        item = self._under_cause(hook, item, claim)
+        return item.config.prompt, prompt_facts(event, hook, item, claim.record), event.object
 
     def _open(
-        self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim, *, now: bool = False
-    ) -> FiringResult | None:
+        self,
+        event: ClusterEvent,
+        hook: Hook,
+        item: Incident,
+        claim: Claim,
+        rendered: str | PromptError | None = None,
+    ) -> FiringResult:
+        """``rendered``: the prompt (or its error) as rendered on the event loop."""
         result = sighting_result(hook, item)
         record = claim.record
         assert record is not None
-        # Under its cause: the configuration of the highest type seen in it so far.
-        config = hook.configuration(record.cause_type) or item.config
-        item = replace(item, config=config)
-        facts = prompt_facts(event, hook, item, record)
         try:
-            if now:
-                prompt = self.renderer.render_now(config.prompt, facts, event.object)
-            else:
-                prompt = self.renderer.render(config.prompt, facts, event.object)
+            if isinstance(rendered, PromptError):
+                raise rendered
+            if rendered is None:
+                rendered = self.renderer.render(*self._prompt_of(event, hook, item, claim))
         except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
             self._release(claim)
             return result(
@@ -190,11 +208,10 @@ class Sessions:
             return result(
                 Status.FAILED, reason=str(exc), record=record, retryable=True, failure="sandbox"
             )
-        if prompt is None:
-            return None  # the claim stays, for resume() on a worker thread
+        item = self._under_cause(hook, item, claim)
         request = AgentRequest(
             agent=item.config.agent,
-            prompt=prompt,
+            prompt=rendered,
             # Derived from the incident and its first sighting: the same for every retry of
             # this firing, and for a takeover of a claim whose holder died mid-call.
             message_id=message_id(item.key, record),

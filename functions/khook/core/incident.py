@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 from khook.core import stored
@@ -39,14 +38,14 @@ class DedupKey:
     event_type: str  # the family: the highest type of its precedence chain the Hook lists
     namespace: str  # "" for incidents that span namespaces (a registry, a node)
     group: str  # Kind/name of the workload or the resource, or a shared cause
+    # Its parts joined with "|", each with "%" and "|" escaped (``%25``, ``%7C``), so two keys
+    # never share an id and an id read back gives the key it was made of, whatever a forged
+    # event put in a name. Kubernetes names hold neither: their ids are as they always were.
+    id: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def id(self) -> str:
-        """Its parts joined with "|", each with "%" and "|" escaped (``%25``, ``%7C``), so two
-        keys never share an id and an id read back gives the key it was made of, whatever a
-        forged event put in a name. Kubernetes names hold neither: their ids are unchanged."""
+    def __post_init__(self) -> None:
         parts = (self.hook, self.event_type, self.namespace, self.group)
-        return "|".join(map(_escaped, parts))
+        object.__setattr__(self, "id", "|".join(map(_escaped, parts)))
 
     @property
     def digest(self) -> str:

@@ -57,8 +57,8 @@ class ImmediateStore(Protocol):
     """A store that can also decide on a thread that must never wait (the event loop)."""
 
     immediate: bool  # False: a wrapper of a store that waits; try_update always says False
-    # True: every write is made in this process, without I/O, under a lock no one holds long
-    # (the memory store), so a claim's confirmation or release may follow it on the loop.
+    # True: every write is made in this process, without I/O, under a lock held for one record
+    # (or a copy of them all), so a claim's confirmation or release may follow it on the loop.
     in_process: bool
 
     def try_update(self, key: DedupKey, change: Change) -> bool:

@@ -14,7 +14,7 @@ class MemoryRecords:
     not shared between replicas or gunicorn workers."""
 
     immediate = True  # try_update answers without I/O
-    in_process = True  # and so does update: the lock is held for one record at a time
+    in_process = True  # and so does update: the lock is held for one record, or a copy
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
