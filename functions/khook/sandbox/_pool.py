@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,9 @@ class Pool:
         self._cond = threading.Condition()
         self._idle: list[_Process] = []
         self._busy: set[_Process] = set()
+        # Callers waiting for a process, first come first served: one that keeps coming back
+        # (a loop of quick renders) never takes a process from one that waited before it.
+        self._queue: deque[object] = deque()
         self._count = 0  # processes idle, busy or starting
         self._starting = 0  # of those, started ahead (prestart) and not idle yet
         self._generation = 0  # bumped by stop(): what was out then is not counted back in
@@ -155,7 +159,7 @@ class Pool:
                 else:
                     self.starts += 1
                     self._idle.append(process)
-                self._cond.notify()
+                self._cond.notify_all()
         if process is not None and not current:
             process.kill()  # the pool was stopped meanwhile
 
@@ -193,35 +197,45 @@ class Pool:
     def _checkout(self, deadline: float, timeout: float) -> tuple[_Process, float]:
         with self._cond:
             generation = self._generation
-            while True:
-                while self._idle:
-                    process = self._idle.pop()
-                    if process.alive():
-                        self._busy.add(process)
-                        return process, deadline
-                    self._count -= 1
-                    process.kill()  # already gone: this reaps it
-                if self._count < self.size:
-                    self._count += 1
-                    break
-                if self._starting:  # one started ahead is on its way: wait for it
-                    waited = time.monotonic()
-                    self._cond.wait(SPAWN_TIMEOUT)
-                    deadline += time.monotonic() - waited  # khook's time, not the template's
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SandboxBusy(
-                        f"no render process was free within {timeout:g} s (all {self.size} busy)"
-                    )
-                self._cond.wait(remaining)
+            turn = object()
+            self._queue.append(turn)
+            try:
+                while True:
+                    if self._queue[0] is turn:
+                        while self._idle:
+                            process = self._idle.pop()
+                            if process.alive():
+                                self._busy.add(process)
+                                return process, deadline
+                            self._count -= 1
+                            process.kill()  # already gone: this reaps it
+                        if self._count < self.size:
+                            self._count += 1
+                            break
+                        if self._starting:  # one started ahead is on its way: wait for it
+                            waited = time.monotonic()
+                            self._cond.wait(SPAWN_TIMEOUT)
+                            deadline += (
+                                time.monotonic() - waited
+                            )  # khook's time, not the template's
+                            continue
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SandboxBusy(
+                            f"no render process was free within {timeout:g} s "
+                            f"(all {self.size} busy)"
+                        )
+                    self._cond.wait(remaining)
+            finally:
+                self._queue.remove(turn)
+                self._cond.notify_all()  # the next in line may go
         started = time.monotonic()
         try:
             process = _Process(self.memory_bytes)
         except BaseException:
             with self._cond:
                 self._count -= 1
-                self._cond.notify()
+                self._cond.notify_all()
             raise
         with self._cond:
             self.starts += 1
@@ -236,7 +250,7 @@ class Pool:
             if process in self._busy:
                 self._busy.discard(process)
                 self._idle.append(process)
-                self._cond.notify()
+                self._cond.notify_all()
                 return
         process.kill()  # the pool was stopped while it rendered
 
@@ -245,7 +259,7 @@ class Pool:
             if process in self._busy:
                 self._busy.discard(process)
                 self._count -= 1
-                self._cond.notify()
+                self._cond.notify_all()
         return process.kill()
 
     def stop(self) -> None:
