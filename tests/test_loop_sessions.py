@@ -61,10 +61,23 @@ def test_a_new_incident_opens_its_session_while_every_worker_is_busy(
 
 
 def big_oom_pod(values: int) -> dict[str, Any]:
-    """An OOM-killed Pod with more values than a prompt may read in khook's own process."""
+    """An OOM-killed Pod with more annotations than a prompt may read in khook's process."""
     sick = pod(container_statuses=[oom_status()])
     sick["metadata"]["annotations"] = {f"note-{n}": "x" for n in range(values)}
     return sick
+
+
+def hooks_reading_annotations(tmp_path: Path) -> Path:
+    """The sample Hooks, the oom-kill prompt also counting the Pod's annotations: all of
+    them are cleaned for it (and with more than 5,000, in a render process)."""
+    hooks = tmp_path / "hooks"
+    shutil.copytree(HOOKS, hooks)
+    path = hooks / "pod-incidents.yaml"
+    line = "Find out why it ran out of memory"
+    text = path.read_text()
+    assert line in text
+    path.write_text(text.replace(line, "{{ object.metadata.annotations | length }} notes. " + line))
+    return hooks
 
 
 def pipeline_for(hooks: Path, clock: FakeClock) -> Pipeline:
@@ -96,12 +109,12 @@ def left_for_a_thread(pipeline: Pipeline, obj: dict[str, Any]) -> Screened:
 
 
 def test_a_prompt_for_a_render_process_is_claimed_and_opened_on_a_worker_thread(
-    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The sample oom-kill prompt reads the object: with more than 5,000 values it renders in
-    a render process. Tried on the loop, let go there (nothing stored, nothing counted), then
-    claimed, counted and opened on a thread."""
-    pipeline = pipeline_for(HOOKS, clock)
+    """A prompt that reads more than 5,000 values of the object renders in a render process.
+    Tried on the loop, let go there (nothing stored, nothing counted), then claimed, counted
+    and opened on a thread."""
+    pipeline = pipeline_for(hooks_reading_annotations(tmp_path), clock)
     try:
         left = left_for_a_thread(pipeline, big_oom_pod(6_000))
         assert left.plan is not None
@@ -118,11 +131,11 @@ def test_a_prompt_for_a_render_process_is_claimed_and_opened_on_a_worker_thread(
 
 
 def test_a_redelivery_while_the_first_waits_for_a_thread_opens_one_session(
-    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No claim waits in the queue for a worker thread, where its timeout would run out and a
     redelivery would take it over: one session, whoever gets there first."""
-    pipeline = pipeline_for(HOOKS, clock)
+    pipeline = pipeline_for(hooks_reading_annotations(tmp_path), clock)
     try:
         first = left_for_a_thread(pipeline, big_oom_pod(6_000))
         clock.advance(40)  # every worker thread busy for longer than a claim's timeout
@@ -137,8 +150,7 @@ def test_a_redelivery_while_the_first_waits_for_a_thread_opens_one_session(
 def test_the_budget_counts_a_session_once_when_the_hooks_change_while_it_waits(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    hooks = tmp_path / "hooks"
-    shutil.copytree(HOOKS, hooks)
+    hooks = hooks_reading_annotations(tmp_path)
     pipeline = pipeline_for(hooks, clock)
     try:
         left = left_for_a_thread(pipeline, big_oom_pod(6_000))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
 from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
 from khook.core._jinja_straight import INLINE_LIMITS, INLINE_OBJECT_VALUES, is_straight_line
+from khook.core._object_paths import Paths, object_paths, prune
 from khook.core.objects import format_time
 from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence, has_at_most
 
@@ -74,12 +75,25 @@ class PromptTemplate:
     # Whether it names ``object``: one that does not is rendered without it (it cannot tell),
     # so the object is neither cleaned nor sent to a render process.
     reads_object: bool = True
+    # The parts of ``object`` it looks up, when it is straight-line and never reads the object
+    # whole: only they are cleaned (see _object_paths); None: all of it.
+    object_paths: Paths | None = field(default=None, compare=False)  # made from the source
+
+    def object_part(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """What of ``obj`` the prompt can see: None if it never names ``object``, only the
+        parts it looks up if it is straight-line, else all of it."""
+        if obj is None or not self.reads_object:
+            return None
+        return obj if self.object_paths is None else prune(obj, self.object_paths)
 
     def render(
         self, facts: PromptFacts, obj: Mapping[str, Any] | None, limits: Limits = LIMITS
     ) -> str:
         """The prompt for one firing, in this process (cooperative limits, no deadline)."""
-        context = facts.context(obj if self.reads_object else None)
+        return self._render(facts, self.object_part(obj), limits)
+
+    def _render(self, facts: PromptFacts, part: Mapping[str, Any] | None, limits: Limits) -> str:
+        context = facts.context(part)
         try:
             text = render_bounded(self._compiled, context, limits)
         except RenderLimit as exc:
@@ -102,10 +116,11 @@ class PromptTemplate:
         that went over those limits). A template error is raised as a render process would."""
         if not self.straight:
             return None
-        if self.reads_object and obj is not None and not has_at_most(obj, INLINE_OBJECT_VALUES):
+        part = self.object_part(obj)
+        if part is not None and not has_at_most(part, INLINE_OBJECT_VALUES):
             return None  # cleaning a big object is work enough for a render process
         try:
-            return self.render(facts, obj, INLINE_LIMITS)
+            return self._render(facts, part, INLINE_LIMITS)
         except PromptError as exc:
             if exc.kind == "template":
                 raise
@@ -139,6 +154,7 @@ def compile_prompt(source: str) -> PromptTemplate:
                 f"{', '.join(PLACEHOLDERS + JINJA_NAMES)}"
             )
         straight = is_straight_line(tree)
+        paths = object_paths(tree) if straight else None  # before compiling may change the tree
         guard_tree(tree)
         compiled = ENV.from_string(tree)
     except TemplateSyntaxError as exc:
@@ -148,7 +164,11 @@ def compile_prompt(source: str) -> PromptTemplate:
     except (RecursionError, MemoryError):
         raise PromptError("prompt is too complex to compile") from None
     return PromptTemplate(
-        source=source, _compiled=compiled, straight=straight, reads_object="object" in names
+        source=source,
+        _compiled=compiled,
+        straight=straight,
+        reads_object="object" in names,
+        object_paths=paths,
     )
 
 

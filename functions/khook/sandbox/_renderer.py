@@ -116,7 +116,7 @@ class ProcessRenderer(_Checks):
         request = {
             "source": template.source,
             "facts": facts_to_wire(facts),
-            "object": obj if template.reads_object else None,
+            "object": template.object_part(obj),
         }
         answer = self._pool.run(request, self.timeout)
         if answer.get("ok") and isinstance(answer.get("text"), str):
