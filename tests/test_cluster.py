@@ -445,9 +445,13 @@ def test_settings_for_the_cluster() -> None:
     assert local.effective_dedup.startswith("tinydb:") and not local.uses_cluster
 
 
+@pytest.mark.parametrize("wanted", [True, False])
 def test_an_event_before_the_hooks_could_be_listed_is_redelivered_not_lost(
-    clock: FakeClock, agent: A2AAgentServer
+    clock: FakeClock, agent: A2AAgentServer, wanted: bool
 ) -> None:
+    """An OOM kill, or an Event no rule wants (answered on the event loop once the Hooks were
+    listed, never before: the answer waits for them)."""
+    event = oom_pod() if wanted else core_event("Started", "Started", type_="Normal")
     with apiserver() as server:
         api = server.api_client()
     # The API server is gone: the Hook list cannot come.
@@ -456,7 +460,7 @@ def test_an_event_before_the_hooks_could_be_listed_is_redelivered_not_lost(
     try:
         fn = FunctionServer(settings, clock, lambda: pipeline).__enter__()
         try:
-            r = post(fn, oom_pod())
+            r = post(fn, event)
             assert r.status_code == 503
             assert "not been listed" in r.json()["error"]
             assert fn.get("/readyz").status_code == 503

@@ -107,6 +107,27 @@ def test_a_repeat_of_a_live_incident_is_answered_while_every_worker_is_busy(
     assert len(agent.posts()) == 2
 
 
+def test_an_event_no_rule_wants_is_answered_here_while_the_hook_files_are_due_a_look(
+    clock: FakeClock, agent: A2AAgentServer
+) -> None:
+    """Hook files are looked at once a second, by a worker thread: meanwhile the loop cannot
+    tell which Hooks are in force, but for an object that is not healthy and no rule wants it
+    does not need to (a healthy one may end an incident of a Hook: that waits for the look)."""
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "agent_url": agent.url})
+    pipeline = build_pipeline(settings, clock)
+    try:
+        pipeline.process(parse(*binary(apiserver_event(STARTED))))  # the Hooks listed
+        clock.advance(5)  # a look at the files is due
+        assert pipeline.hooks.cached() is None
+        answer = pipeline.screen(parse(*binary(apiserver_event(STARTED))))
+        assert isinstance(answer, Outcome), "sent to a worker thread"
+        assert answer.reason().header().startswith("no-rule; ")
+        healthy = pipeline.screen(parse(*binary(apiserver_event(recovered(pod())))))
+        assert isinstance(healthy, Screened)
+    finally:
+        pipeline.close()
+
+
 def test_a_detection_no_hook_wants_is_answered_while_every_worker_is_busy(
     make_function: FunctionFactory,
 ) -> None:

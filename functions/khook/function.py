@@ -73,11 +73,8 @@ async def handle(request: Request) -> Response:
             503, error=Reason(Code.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
         )
     if request.scope["path"] not in _UNCOUNTED:  # the scope's: request.url builds a URL
-        reason = (
-            response.reason_header
-            if isinstance(response, Answer)
-            else response.headers.get("X-Khook-Reason", "")
-        )
+        # Every answer but the scrape's (not counted) is an Answer, its reason kept on it.
+        reason = response.reason_header if isinstance(response, Answer) else ""
         metrics.answered(response.status_code, reason)
     return response
 

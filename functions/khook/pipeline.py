@@ -141,6 +141,7 @@ class Pipeline:
         )
         self.fanout = FanOut(config.agent_concurrency, pool_size=4 * config.agent_concurrency)
         self._sweeper = Ticker("khook-sweep", config.sweep_every, self.sweep)
+        self._listed = False  # whether the Hooks have been listed (once is enough)
 
     def flush(self) -> None:
         """Write now what background writers hold (tests call this; threads do in service)."""
@@ -197,15 +198,20 @@ class Pipeline:
         self.memory.observe(event, list(detections))
         if detections:
             return Screened(event, detections)
-        hook_set = self.hooks.cached()
-        if hook_set is None or not hook_set.synced:
-            return Screened(event)  # finish() waits for the Hooks or answers "not ready"
-        if is_healthy(event):
-            hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
-            if self.recovery.may_concern(event, hooks):
-                return Screened(event)
-        # No rule wants it and it ends no incident: its owner (an API read, for an Event
-        # about a Pod not seen yet) would change nothing.
+        healthy = is_healthy(event)
+        if healthy or not self._listed:
+            hook_set = self.hooks.cached()
+            if hook_set is None or not hook_set.synced:
+                return Screened(event)  # finish() waits for the Hooks or answers "not ready"
+            self._listed = True
+            if healthy:
+                hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
+                if self.recovery.may_concern(event, hooks):
+                    return Screened(event)
+        # No rule wants it and it ends no incident: once the Hooks were listed they cannot
+        # change that (so an object that is not healthy is answered here even while the Hook
+        # files are due a look), nor can its owner (an API read, for an Event about a Pod not
+        # seen yet).
         why = why_no_rule(event, signals)
         return self._done(Outcome(event=event, ignored=Reason(Code.NO_RULE, why)))
 
@@ -312,6 +318,7 @@ class Pipeline:
             return Outcome(
                 event=event, error=Reason(Code.NOT_READY, "the Hooks have not been listed yet")
             )
+        self._listed = True
         # Only the Hooks that can see this namespace: the event's own and the control one's.
         hooks = hook_set.visible_to(event.namespace, self.config.control_namespace)
         healed = self.recovery.recover(event, hooks) if is_healthy(event) else ()
