@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from khook.core._object_paths import WHOLE, prune
+from khook.core._object_paths import WHOLE, TooBig, prune
 from khook.core.prompt import PromptError, PromptFacts, PromptTemplate, compile_prompt
 from khook.core.sandbox_samples import sample_facts, sample_object
 
@@ -139,6 +139,21 @@ def test_a_big_object_renders_in_process_when_its_prompt_reads_little_of_it() ->
     assert small.render_inline(facts, big) == small.render(facts, big)
     reads_all = compile_prompt("{{ object.metadata.annotations | length }}")
     assert reads_all.render_inline(facts, big) is None
+
+
+def test_cutting_a_big_object_is_left_to_a_render_process() -> None:
+    """Each key along a path is fenced to be compared: an object with 100,000 labels is not
+    cut in khook's process (on the event loop, with a dry run) for a prompt reading one."""
+    big = sample_object("oom-kill")
+    big["metadata"]["labels"] = {f"k{n:06d}": "" for n in range(100_000)}
+    big["metadata"]["labels"]["app"] = "web"
+    facts = sample_facts("oom-kill")
+    template = compile_prompt("{{ object.metadata.labels.app }}")
+    assert template.render_inline(facts, big) is None
+    assert template.object_to_send(big) is big  # the render process cuts it
+    assert template.render(facts, big).startswith("web")
+    with pytest.raises(TooBig):
+        prune(big, {"metadata": {"labels": {"app": WHOLE}}}, limit=5_000)
 
 
 def test_pruning_keeps_the_raw_values_it_is_asked_for() -> None:

@@ -77,7 +77,8 @@ class HookSource(Protocol):
 
     def cached(self) -> HookSet | None:
         """The Hooks in force as last loaded, without waiting, loading or looking for changes
-        (no I/O: the event loop's fast path asks); None when only :meth:`current` can tell."""
+        (no I/O: the event loop's fast path asks); None when only :meth:`current` can tell.
+        Once a set is ``synced``, every later one is (the pipeline relies on it)."""
 
     def close(self) -> None: ...
 

@@ -55,18 +55,29 @@ def object_paths(tree: nodes.Template) -> Paths | None:
     return trie
 
 
-def prune(obj: Any, paths: Paths) -> Any:
-    """``obj`` with only what ``paths`` look up (the raw values, not yet cleaned)."""
+class TooBig(Exception):
+    """Cutting the object would look at more entries than allowed."""
+
+
+def prune(obj: Any, paths: Paths, limit: int | None = None) -> Any:
+    """``obj`` with only what ``paths`` look up (the raw values, not yet cleaned). ``limit``:
+    the most mapping entries and list items the cut may look at (each key is fenced to be
+    compared), TooBig past it; the parts kept whole are not looked into."""
+    return _prune(obj, paths, [limit] if limit is not None else None)
+
+
+def _prune(obj: Any, paths: Paths, left: list[int] | None) -> Any:
     if paths is WHOLE:
         return obj
     if isinstance(obj, dict):
+        _spend(left, len(obj))
         kept: dict[Any, Any] = {}
         for key, value in obj.items():
             # The key the template sees is the cleaned one; keys that clean alike all stay,
             # in order, so the last one wins as it does when the whole object is cleaned.
             below = paths.get(fence(str(key), NAME_LIMIT))
             if below is not None:
-                kept[key] = prune(value, below)
+                kept[key] = _prune(value, below, left)
         return kept
     if isinstance(obj, list):
         indexes = [key for key in paths if type(key) is int]
@@ -74,11 +85,19 @@ def prune(obj: Any, paths: Paths) -> Any:
             return obj  # a name looked up in a list: kept as it is
         # The items before the last one looked up keep their places; those not looked up
         # are None (a constant lookup never reaches them).
+        looked = obj[: max(indexes) + 1]
+        _spend(left, len(looked))
         return [
-            prune(item, paths[n]) if n in paths else None
-            for n, item in enumerate(obj[: max(indexes) + 1])
+            _prune(item, paths[n], left) if n in paths else None for n, item in enumerate(looked)
         ]
     return obj
+
+
+def _spend(left: list[int] | None, entries: int) -> None:
+    if left is not None:
+        left[0] -= entries
+        if left[0] < 0:
+            raise TooBig
 
 
 def _chain(node: nodes.Getattr | nodes.Getitem) -> tuple[tuple[str | int, ...], list[Any]] | None:

@@ -27,7 +27,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
 from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
 from khook.core._jinja_straight import INLINE_LIMITS, INLINE_OBJECT_VALUES, is_straight_line
-from khook.core._object_paths import Paths, object_paths, prune
+from khook.core._object_paths import Paths, TooBig, object_paths, prune
 from khook.core.objects import format_time
 from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence, has_at_most
 
@@ -79,12 +79,30 @@ class PromptTemplate:
     # whole: only they are cleaned (see _object_paths); None: all of it.
     object_paths: Paths | None = field(default=None, compare=False)  # made from the source
 
-    def object_part(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    def object_part(
+        self, obj: Mapping[str, Any] | None, *, bounded: bool = False
+    ) -> Mapping[str, Any] | None:
         """What of ``obj`` the prompt can see: None if it never names ``object``, only the
-        parts it looks up if it is straight-line, else all of it."""
+        parts it looks up if it is straight-line, else all of it. ``bounded``: TooBig when
+        cutting it would look at more than INLINE_OBJECT_VALUES entries (khook's process
+        leaves that to a render process)."""
         if obj is None or not self.reads_object:
             return None
-        return obj if self.object_paths is None else prune(obj, self.object_paths)
+        if self.object_paths is None:
+            return obj
+        part: Mapping[str, Any] = prune(
+            obj, self.object_paths, INLINE_OBJECT_VALUES if bounded else None
+        )
+        return part
+
+    def object_to_send(self, obj: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """What of ``obj`` goes to a render process: the part the prompt sees, or all of it
+        when cutting would cost khook's process more than INLINE_OBJECT_VALUES entries (the
+        render process cuts it then)."""
+        try:
+            return self.object_part(obj, bounded=True)
+        except TooBig:
+            return obj
 
     def render(
         self, facts: PromptFacts, obj: Mapping[str, Any] | None, limits: Limits = LIMITS
@@ -116,7 +134,10 @@ class PromptTemplate:
         that went over those limits). A template error is raised as a render process would."""
         if not self.straight:
             return None
-        part = self.object_part(obj)
+        try:
+            part = self.object_part(obj, bounded=True)
+        except TooBig:
+            return None  # even cutting it is work enough for a render process
         if part is not None and not has_at_most(part, INLINE_OBJECT_VALUES):
             return None  # cleaning a big object is work enough for a render process
         try:

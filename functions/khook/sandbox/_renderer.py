@@ -116,7 +116,7 @@ class ProcessRenderer(_Checks):
         request = {
             "source": template.source,
             "facts": facts_to_wire(facts),
-            "object": template.object_part(obj),
+            "object": template.object_to_send(obj),
         }
         answer = self._pool.run(request, self.timeout)
         if answer.get("ok") and isinstance(answer.get("text"), str):
