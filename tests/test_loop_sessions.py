@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +82,22 @@ def hooks_reading_annotations(tmp_path: Path) -> Path:
     return hooks
 
 
-def pipeline_for(hooks: Path, clock: FakeClock) -> Pipeline:
+@contextmanager
+def pipeline_for(hooks: Path, clock: FakeClock) -> Iterator[Pipeline]:
     settings = Settings.coerce({"hooks": (str(hooks),), "dedup": "memory", "dry_run": True})
     pipeline = build_pipeline(settings, clock)
-    pipeline.hooks.current()
-    return pipeline
+    try:
+        pipeline.hooks.current()
+        yield pipeline
+    finally:
+        pipeline.close()
+
+
+def finished_now(pipeline: Pipeline, request: tuple[dict[str, str], bytes]) -> Outcome | Screened:
+    """What the event loop makes of a request: screen, then finish_now."""
+    screened = pipeline.screen(parse(*request))
+    assert isinstance(screened, Screened)
+    return pipeline.finish_now(screened)
 
 
 def stored(pipeline: Pipeline, key: DedupKey) -> Record | None:
@@ -99,9 +112,7 @@ def budget_count(pipeline: Pipeline, clock: FakeClock) -> int:
 
 def left_for_a_thread(pipeline: Pipeline, obj: dict[str, Any]) -> Screened:
     """A new incident whose prompt needs a render process, through finish_now: left."""
-    screened = pipeline.screen(parse(*binary(apiserver_event(obj))))
-    assert isinstance(screened, Screened)
-    left = pipeline.finish_now(screened)
+    left = finished_now(pipeline, binary(apiserver_event(obj)))
     assert isinstance(left, Screened) and left.plan is not None
     (unit,) = left.plan.units
     assert unit.items
@@ -114,8 +125,7 @@ def test_a_prompt_for_a_render_process_is_claimed_and_opened_on_a_worker_thread(
     """A prompt that reads more than 5,000 values of the object renders in a render process.
     Tried on the loop, let go there (nothing stored, nothing counted), then claimed, counted
     and opened on a thread."""
-    pipeline = pipeline_for(hooks_reading_annotations(tmp_path), clock)
-    try:
+    with pipeline_for(hooks_reading_annotations(tmp_path), clock) as pipeline:
         left = left_for_a_thread(pipeline, big_oom_pod(6_000))
         assert left.plan is not None
         assert stored(pipeline, left.plan.units[0].key) is None
@@ -126,8 +136,6 @@ def test_a_prompt_for_a_render_process_is_claimed_and_opened_on_a_worker_thread(
         assert budget_count(pipeline, clock) == 1
         again = pipeline.process(parse(*binary(apiserver_event(big_oom_pod(6_000)))))
         assert again.counts().header() == outcome(duplicate=1)
-    finally:
-        pipeline.close()
 
 
 def test_a_redelivery_while_the_first_waits_for_a_thread_opens_one_session(
@@ -135,24 +143,20 @@ def test_a_redelivery_while_the_first_waits_for_a_thread_opens_one_session(
 ) -> None:
     """No claim waits in the queue for a worker thread, where its timeout would run out and a
     redelivery would take it over: one session, whoever gets there first."""
-    pipeline = pipeline_for(hooks_reading_annotations(tmp_path), clock)
-    try:
+    with pipeline_for(hooks_reading_annotations(tmp_path), clock) as pipeline:
         first = left_for_a_thread(pipeline, big_oom_pod(6_000))
         clock.advance(40)  # every worker thread busy for longer than a claim's timeout
         second = pipeline.process(parse(*oom_request()))
         assert second.counts().header() == outcome(fired=1)
         assert pipeline.finish(first).counts().header() == outcome(duplicate=1)
         assert len(dry_run_lines(capsys)) == 1
-    finally:
-        pipeline.close()
 
 
 def test_the_budget_counts_a_session_once_when_the_hooks_change_while_it_waits(
     tmp_path: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hooks = hooks_reading_annotations(tmp_path)
-    pipeline = pipeline_for(hooks, clock)
-    try:
+    with pipeline_for(hooks, clock) as pipeline:
         left = left_for_a_thread(pipeline, big_oom_pod(6_000))
         # Another Hook arrives while the event waits: it is decided again, as a whole.
         other = (hooks / "legacy-agentid.yaml").read_text().replace("name: ", "name: x", 1)
@@ -161,8 +165,6 @@ def test_the_budget_counts_a_session_once_when_the_hooks_change_while_it_waits(
         assert pipeline.finish(left).counts().header() == outcome(fired=1)
         assert budget_count(pipeline, clock) == 1
         assert len(dry_run_lines(capsys)) == 1
-    finally:
-        pipeline.close()
 
 
 def test_the_sessions_of_several_incidents_are_opened_together_on_a_worker_thread(
@@ -170,26 +172,20 @@ def test_the_sessions_of_several_incidents_are_opened_together_on_a_worker_threa
 ) -> None:
     """An OOM kill in khook-demo concerns two Hooks (its own and the platform team's): the
     loop calls the agent for none of them, the thread for both, side by side."""
-    pipeline = pipeline_for(HOOKS, clock)
-    try:
-        screened = pipeline.screen(parse(*oom_request("khook-demo")))
-        assert isinstance(screened, Screened)
-        left = pipeline.finish_now(screened)
+    with pipeline_for(HOOKS, clock) as pipeline:
+        left = finished_now(pipeline, oom_request("khook-demo"))
         assert isinstance(left, Screened) and left.plan is not None
         assert len(left.plan.units) == 2
         assert all(unit.items and not unit.done for unit in left.plan.units)
         assert dry_run_lines(capsys) == []
         assert pipeline.finish(left).counts().header() == outcome(fired=2)
         assert len(dry_run_lines(capsys)) == 2
-    finally:
-        pipeline.close()
 
 
 def test_a_follow_up_is_told_on_the_loop(
     clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pipeline = pipeline_for(HOOKS, clock)
-    try:
+    with pipeline_for(HOOKS, clock) as pipeline:
         first = pipeline.process(parse(*oom_request()))
         assert first.counts().header() == outcome(fired=1)
         dry_run_lines(capsys)
@@ -197,15 +193,11 @@ def test_a_follow_up_is_told_on_the_loop(
         answers = []
         for n in range(2, 11):
             other = pod(name=f"web-7d4b9c8f5-pod{n}", container_statuses=[oom_status()])
-            screened = pipeline.screen(parse(*binary(apiserver_event(other))))
-            assert isinstance(screened, Screened)
-            done = pipeline.finish_now(screened)
+            done = finished_now(pipeline, binary(apiserver_event(other)))
             assert isinstance(done, Outcome), "left for a worker thread"
             answers.append(done.counts().header())
         assert answers == [outcome(duplicate=1)] * 8 + [outcome(followup=1)]
         assert len(dry_run_lines(capsys)) == 1
-    finally:
-        pipeline.close()
 
 
 def test_only_a_dry_run_answers_at_once(clock: FakeClock, agent: A2AAgentServer) -> None:

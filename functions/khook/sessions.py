@@ -154,8 +154,11 @@ class Sessions:
             return self._follow_up(hook, item, claim, claim.record)
         rendered: str | PromptError | None = None
         if now:
+            record = claim.record
+            assert record is not None  # a FIRE claim holds its record
+            under = self._under_cause(hook, item, record)
             try:
-                rendered = self.renderer.render_now(*self._prompt_of(event, hook, item, claim))
+                rendered = self.renderer.render_now(*self._prompt_of(event, hook, under, record))
             except PromptError as exc:  # told as on a thread, if the budget lets it open
                 rendered = exc
             if rendered is None:
@@ -166,20 +169,17 @@ class Sessions:
         return self._open(event, hook, item, claim, rendered)
 
     @staticmethod
-    def _under_cause(hook: Hook, item: Incident, claim: Claim) -> Incident:
+    def _under_cause(hook: Hook, item: Incident, record: Record) -> Incident:
         """The sighting under its incident's cause: the configuration of the highest type
         seen in it so far, whose prompt and agent open the session."""
-        record = claim.record
-        assert record is not None
         return replace(item, config=hook.configuration(record.cause_type) or item.config)
 
+    @staticmethod
     def _prompt_of(
-        self, event: ClusterEvent, hook: Hook, item: Incident, claim: Claim
+        event: ClusterEvent, hook: Hook, under: Incident, record: Record
     ) -> tuple[PromptTemplate, PromptFacts, Mapping[str, Any] | None]:
-        """What the prompt of the session ``claim`` opens renders from."""
-        assert claim.record is not None
-        item = self._under_cause(hook, item, claim)
-        return item.config.prompt, prompt_facts(event, hook, item, claim.record), event.object
+        """What the session's prompt renders from (``under``: the sighting under its cause)."""
+        return under.config.prompt, prompt_facts(event, hook, under, record), event.object
 
     def _open(
         self,
@@ -193,11 +193,12 @@ class Sessions:
         result = sighting_result(hook, item)
         record = claim.record
         assert record is not None
+        under = self._under_cause(hook, item, record)
         try:
             if isinstance(rendered, PromptError):
                 raise rendered
             if rendered is None:
-                rendered = self.renderer.render(*self._prompt_of(event, hook, item, claim))
+                rendered = self.renderer.render(*self._prompt_of(event, hook, under, record))
         except PromptError as exc:  # the Hook's fault: not retried, the Hook says so
             self._release(claim)
             return result(
@@ -208,14 +209,13 @@ class Sessions:
             return result(
                 Status.FAILED, reason=str(exc), record=record, retryable=True, failure="sandbox"
             )
-        item = self._under_cause(hook, item, claim)
         request = AgentRequest(
-            agent=item.config.agent,
+            agent=under.config.agent,
             prompt=rendered,
             # Derived from the incident and its first sighting: the same for every retry of
             # this firing, and for a takeover of a claim whose holder died mid-call.
-            message_id=message_id(item.key, record),
-            metadata=metadata(hook, item, event),
+            message_id=message_id(under.key, record),
+            metadata=metadata(hook, under, event),
             hook_namespace=hook.namespace,
             hook_name=hook.name,
             trace=trace.outgoing(),
