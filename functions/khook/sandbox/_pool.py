@@ -215,9 +215,8 @@ class Pool:
                         if self._starting:  # one started ahead is on its way: wait for it
                             waited = time.monotonic()
                             self._cond.wait(SPAWN_TIMEOUT)
-                            deadline += (
-                                time.monotonic() - waited
-                            )  # khook's time, not the template's
+                            # The wait is khook's time, not the template's.
+                            deadline += time.monotonic() - waited
                             continue
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
