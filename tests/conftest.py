@@ -43,8 +43,9 @@ def make_function(
             "agent_attempts": 2,
             "agent_timeout": 10.0,
         }
+        direct = overrides.pop("direct", True)  # the app khook serve runs, or functions-framework's
         values.update(overrides)
-        server = FunctionServer(Settings.coerce(values), clock).__enter__()
+        server = FunctionServer(Settings.coerce(values), clock, direct=direct).__enter__()
         started.append(server)
         return server
 

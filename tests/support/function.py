@@ -1,8 +1,9 @@
 """The khook function on a real HTTP port, in this process so that tests control its clock.
 
-The app is the one functions-framework builds from khook's entry file, exactly as
-``khook serve`` and ``functions-framework --target handle`` build it, served by uvicorn with
-the protocol and limits ``khook serve`` gives its workers (khook.serving).
+The app is the one ``khook serve`` runs (functions-framework's, built from khook's entry file,
+every POST handed straight to the function), or with ``direct=False`` the one
+``functions-framework --target handle`` runs, served by uvicorn with the protocol and limits
+``khook serve`` gives its workers (khook.serving).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from functions_framework import create_app
 from khook import runtime
 from khook.cli.serve import ENTRY
 from khook.clock import Clock
+from khook.function import direct_posts
 from khook.pipeline import Pipeline
 from khook.serving import HEAD_TIMEOUT, uvicorn_options
 from khook.settings import Settings
@@ -34,6 +36,7 @@ class FunctionServer:
         build: Callable[[], Pipeline] | None = None,
         *,
         head_timeout: float = HEAD_TIMEOUT,
+        direct: bool = True,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -47,6 +50,8 @@ class FunctionServer:
         self.runtime = runtime.Runtime(settings, build_once)
         runtime.install(self.runtime)
         app = create_app(target="handle", source=str(ENTRY), signature_type="http")
+        if direct:
+            app = direct_posts(app)
         self.handled = 0
 
         async def counting(scope: Any, receive: Any, send: Any) -> None:
