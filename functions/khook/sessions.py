@@ -10,7 +10,6 @@ confirm or release the claim by the agent's answer. A Hook never opens more than
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -47,6 +46,7 @@ from khook.logs import log
 from khook.sandbox import Renderer, SandboxError
 from khook.sightings import held_result, quiet_result, sighting_result, store_failed
 from khook.stores import Claim, Deduplicator, StoreError
+from khook.tokens import new_token
 
 logger = logging.getLogger("khook.sessions")
 
@@ -317,7 +317,7 @@ class Sessions:
         minute = int(self.clock.now().timestamp() // 60)
         key = DedupKey(hook.key, BUDGET_TYPE, "", f"Minute/{minute}")
         sighting = Sighting(
-            occurrence=uuid.uuid4().hex,
+            occurrence=new_token(),
             occurred_at=None,
             observed_at=self.clock.now(),
             resource=f"Minute/{minute}",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
 from khook.logs import log
 from khook.stores._base import DECLINE, KEEP, Change, ImmediateStore, Keep, RecordStore, StoreError
 from khook.stores._health import StoreHealth
+from khook.tokens import new_token
 
 logger = logging.getLogger("khook.dedup")
 
@@ -145,7 +145,7 @@ class Deduplicator:
         """The store's change for one sighting; the claim it made lands in ``outcome``.
         ``quiet``: store nothing, and make no claim, when the verdict calls for the agent."""
         # Only a firing or a follow-up holds a token, and a quiet decision makes neither.
-        token = "" if quiet else uuid.uuid4().hex
+        token = "" if quiet else new_token()
         if isinstance(policy, timedelta):
             policy = Policy(window=policy, followups=False)
         if policy.claim_timeout is None and self.claim_timeout is not None:
