@@ -14,11 +14,9 @@ with a deadline and a memory cap (``khook.sandbox``).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from jinja2 import TemplateSyntaxError, nodes
@@ -28,8 +26,18 @@ from khook.core._jinja_env import ENV, guard_tree, nesting, render_bounded
 from khook.core._jinja_limits import LIMITS, Limits, RenderLimit
 from khook.core._jinja_straight import INLINE_LIMITS, INLINE_OBJECT_VALUES, is_straight_line
 from khook.core._object_paths import Paths, TooBig, object_paths, prune
-from khook.core.objects import format_time
-from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence, has_at_most
+from khook.core._prompt_facts import INCIDENT_LIST_LIMIT, PromptFacts
+from khook.core.text import has_at_most
+
+__all__ = [
+    "INCIDENT_LIST_LIMIT",
+    "PLACEHOLDERS",
+    "PROMPT_LIMIT",
+    "PromptError",
+    "PromptFacts",
+    "PromptTemplate",
+    "compile_prompt",
+]
 
 PROMPT_LIMIT = 10_000  # as the CRD allows
 RENDERED_LIMIT = LIMITS.output
@@ -49,7 +57,6 @@ KHOOK_PLACEHOLDERS = (
 INCIDENT_PLACEHOLDERS = ("Cause", "Affected", "AffectedCount")
 PLACEHOLDERS = KHOOK_PLACEHOLDERS + INCIDENT_PLACEHOLDERS
 JINJA_NAMES = ("event", "object", "hook", "incident")
-INCIDENT_LIST_LIMIT = 20  # objects and workloads named in a prompt (the totals count on)
 _GO_PLACEHOLDER = re.compile(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}")
 _FORBIDDEN_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 KINDS = ("template", "limit", "memory", "deadline")
@@ -78,6 +85,9 @@ class PromptTemplate:
     # The parts of ``object`` it looks up, when it is straight-line and never reads the object
     # whole: only they are cleaned (see _object_paths); None: all of it.
     object_paths: Paths | None = field(default=None, compare=False)  # made from the source
+    # The names it reads, when it is straight-line: only they are worked out for a render.
+    # None: all of them.
+    names: frozenset[str] | None = field(default=None, compare=False)  # made from the source
 
     def object_part(
         self, obj: Mapping[str, Any] | None, *, bounded: bool = False
@@ -111,7 +121,7 @@ class PromptTemplate:
         return self._render(facts, self.object_part(obj), limits)
 
     def _render(self, facts: PromptFacts, part: Mapping[str, Any] | None, limits: Limits) -> str:
-        context = facts.context(part)
+        context = facts.context(part, self.names)
         try:
             text = render_bounded(self._compiled, context, limits)
         except RenderLimit as exc:
@@ -190,6 +200,7 @@ def compile_prompt(source: str) -> PromptTemplate:
         straight=straight,
         reads_object="object" in names,
         object_paths=paths,
+        names=frozenset(names) if straight else None,
     )
 
 
@@ -216,136 +227,3 @@ def _parse(translated: str) -> nodes.Template:
     if depth > NESTING_LIMIT:
         raise PromptError(f"prompt nests too deeply: {depth} levels; the limit is {NESTING_LIMIT}")
     return tree
-
-
-@dataclass(frozen=True)
-class PromptFacts:
-    """What khook knows about one firing; every string is fenced before a template sees it."""
-
-    event_type: str
-    namespace: str
-    kind: str
-    name: str
-    reason: str
-    message: str
-    timestamp: datetime
-    count: int
-    first_seen: datetime
-    last_seen: datetime
-    hook: str
-    owner: str = ""
-    container: str = ""
-    api_version: str = ""
-    action: str = ""
-    # The incident: one root cause, possibly many objects (bounded lists, and totals).
-    incident_group: str = ""
-    incident_cause: str = ""
-    incident_detail: str = ""
-    incident_state: str = ""
-    affected: tuple[str, ...] = ()
-    affected_total: int = 0
-    workloads: tuple[str, ...] = ()
-    workloads_total: int = 0
-
-    def incident(self) -> dict[str, Any]:
-        affected = [fence(a, NAME_LIMIT) for a in self.affected[:INCIDENT_LIST_LIMIT]]
-        workloads = [fence(w, NAME_LIMIT) for w in self.workloads[:INCIDENT_LIST_LIMIT]]
-        return {
-            "group": fence(self.incident_group, NAME_LIMIT),
-            "cause": fence(self.incident_cause or self.event_type, NAME_LIMIT),
-            "detail": fence(self.incident_detail, MESSAGE_LIMIT),
-            "state": fence(self.incident_state, NAME_LIMIT),
-            "affected": affected,
-            "affectedTotal": max(self.affected_total, len(affected)),
-            "workloads": workloads,
-            "workloadsTotal": max(self.workloads_total, len(workloads)),
-            "count": self.count,
-            "firstSeen": format_time(self.first_seen),
-            "lastSeen": format_time(self.last_seen),
-        }
-
-    def event(self) -> dict[str, Any]:
-        return {
-            "type": fence(self.event_type, NAME_LIMIT),
-            "namespace": fence(self.namespace, NAME_LIMIT),
-            "kind": fence(self.kind, NAME_LIMIT),
-            "name": fence(self.name, NAME_LIMIT),
-            "resource": fence(f"{self.kind}/{self.name}", NAME_LIMIT),
-            "owner": fence(self.owner, NAME_LIMIT),
-            "container": fence(self.container, NAME_LIMIT),
-            "apiVersion": fence(self.api_version, NAME_LIMIT),
-            "reason": fence(self.reason, NAME_LIMIT),
-            "message": fence(self.message, MESSAGE_LIMIT),
-            "count": self.count,
-            "firstSeen": format_time(self.first_seen),
-            "lastSeen": format_time(self.last_seen),
-            "timestamp": format_time(self.timestamp),
-            "action": fence(self.action, NAME_LIMIT),
-        }
-
-    def context(self, obj: Mapping[str, Any] | None) -> dict[str, Any]:
-        event = self.event()
-        incident = self.incident()
-        namespace, hook_name = self.hook.partition("/")[::2]
-        return {
-            "EventType": event["type"],
-            "ResourceName": event["name"],
-            "Namespace": event["namespace"],
-            "Reason": event["reason"],
-            "Message": event["message"],
-            "EventMessage": event["message"],
-            "Timestamp": event["timestamp"],
-            "EventTime": event["timestamp"],
-            "Cause": incident["cause"],
-            "Affected": ", ".join(incident["affected"]),
-            "AffectedCount": incident["affectedTotal"],
-            "event": event,
-            "incident": incident,
-            "object": clean_object(obj) if obj is not None else {},
-            "hook": {
-                "namespace": fence(namespace, NAME_LIMIT),
-                "name": fence(hook_name, NAME_LIMIT),
-            },
-        }
-
-    def context_block(self) -> str:
-        """The facts, last in every prompt: a YAML mapping of JSON strings (lossless; a
-        backtick is written ``\\u0060``, so nothing inside can close the fence)."""
-        rows = [
-            ("eventType", clean(self.event_type, NAME_LIMIT)),
-            ("namespace", clean(self.namespace, NAME_LIMIT) or "(cluster-scoped)"),
-            ("resource", clean(f"{self.kind}/{self.name}", NAME_LIMIT)),
-            ("owner", clean(self.owner, NAME_LIMIT) or "(none)"),
-            ("container", clean(self.container, NAME_LIMIT)),
-            ("reason", clean(self.reason, NAME_LIMIT)),
-            ("message", clean(self.message, MESSAGE_LIMIT)),
-            ("count", self.count),
-            ("firstSeen", format_time(self.first_seen)),
-            ("lastSeen", format_time(self.last_seen)),
-            ("hook", clean(self.hook, NAME_LIMIT)),
-        ]
-        if self.incident_group:
-            listed = [clean(a, NAME_LIMIT) for a in self.affected[:INCIDENT_LIST_LIMIT]]
-            rows += [
-                ("incident", clean(self.incident_group, NAME_LIMIT)),
-                ("cause", clean(self.incident_cause or self.event_type, NAME_LIMIT)),
-                ("causeDetail", clean(self.incident_detail, MESSAGE_LIMIT)),
-                ("affected", ", ".join(listed)),
-                ("affectedTotal", max(self.affected_total, len(listed))),
-            ]
-            if self.workloads_total > 1:
-                workloads = [clean(w, NAME_LIMIT) for w in self.workloads[:INCIDENT_LIST_LIMIT]]
-                rows += [
-                    ("workloads", ", ".join(workloads)),
-                    ("workloadsTotal", self.workloads_total),
-                ]
-        lines = [f"{key}: {_json_string(value)}" for key, value in rows if value != ""]
-        return "```yaml\n# khook event context\n" + "\n".join(lines) + "\n```"
-
-
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps builds one per call
-
-
-def _json_string(value: Any) -> str:
-    text = _ENCODE(value)
-    return text.replace("`", "\\u0060").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
