@@ -201,6 +201,24 @@ def placed(event: ClusterEvent, h: Any, facts: Facts | None = None) -> list[Inci
     return out
 
 
+def test_an_incident_carries_the_claim_timeout_it_is_given() -> None:
+    oom = event_of(pod(namespace="team-a", container_statuses=[oom_status()]))
+    detection = classify(oom, RULES)[0]
+    h = hook("oom-kill")
+    cfg = h.configuration("oom-kill")
+    assert cfg is not None
+
+    def policy(**given: Any) -> Any:
+        item = correlate(
+            oom, h, cfg, detection, table=TABLE, facts=Facts(), control_namespace="x", **given
+        )
+        assert isinstance(item, Incident)
+        return item.policy
+
+    assert policy().claim_timeout is None  # the store's own default then
+    assert policy(claim_timeout=timedelta(seconds=37)).claim_timeout == timedelta(seconds=37)
+
+
 def test_an_oom_kill_explains_the_restarts_around_it() -> None:
     crash = pod(namespace="team-a", container_statuses=[oom_status(restarts=2)])
     crash["status"]["containerStatuses"][0]["state"] = {

@@ -380,10 +380,8 @@ class Pipeline:
                     table=self.correlation,
                     facts=self.memory.facts(event, detection),
                     control_namespace=self.config.control_namespace,
+                    claim_timeout=self.config.claim_timeout,
                 )
-                if isinstance(placed, Incident) and self.config.claim_timeout is not None:
-                    policy = replace(placed.policy, claim_timeout=self.config.claim_timeout)
-                    placed = replace(placed, policy=policy)
                 unit = units.setdefault(f"{m.hook.key}|{placed.key.id}", Unit(m.hook, placed.key))
                 unit.items.append(placed)
         for unit in units.values():

@@ -84,7 +84,11 @@ def correlate(
     facts: Facts,
     control_namespace: str,
     followup_every: timedelta = timedelta(minutes=5),
+    claim_timeout: timedelta | None = None,
 ) -> Incident | Explained:
+    """The incident ``detection`` belongs to for ``hook``, with the key, sighting and policy
+    its decision needs (``claim_timeout``: how long a claim may stay unconfirmed, None for
+    the store's default); or why it opens none."""
     listed = hook.event_types
     family = table.family(detection.event_type, listed)
     session_config = hook.configuration(family) or config
@@ -130,6 +134,7 @@ def correlate(
         followups=session_config.incident.followups is FollowUps.CHANGES,
         followup_every=followup_every,
         ranks=_ranks(table.chain(family), listed),
+        claim_timeout=claim_timeout,
     )
     return Incident(key, own, detection, sighting, policy)
 
