@@ -219,4 +219,7 @@ def test_the_documented_functions_framework_command_serves_khook(tmp_path: Path)
         out = subprocess.run(
             [KHOOK, "send", sample, "--to", served.url], capture_output=True, text=True, check=True
         ).stdout
+        # Events go straight to the function; functions-framework's app still serves the rest.
+        assert served.get("/robots.txt").status_code == 404
+        assert served.get("/healthz").status_code == 200
     assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0 held=0 followup=0 stale=0" in out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import types
 from collections.abc import Iterator
 
 import pytest
@@ -49,3 +50,18 @@ def test_warm_freezes_only_once_the_pipeline_is_built() -> None:
         assert frozen == [True]
     finally:
         rt.close()
+
+
+@pytest.mark.usefixtures("restored")
+def test_a_worker_serves_the_app_made_from_the_one_it_loaded() -> None:
+    """Under functions-framework, which loads the app itself, each worker serves it with every
+    POST handed straight to the function (functions/main.py passes khook.function.direct_posts)."""
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True})
+    rt = runtime.for_settings(settings)
+    rt.warm = lambda on_built=None: None  # type: ignore[method-assign]
+    worker = types.SimpleNamespace(wsgi="the loaded app")
+    serving.hooks(settings, rt, wrap_app=lambda app: ("wrapped", app))["post_worker_init"](worker)
+    assert worker.wsgi == ("wrapped", "the loaded app")
+    unwrapped = types.SimpleNamespace(wsgi="the loaded app")
+    serving.hooks(settings, rt)["post_worker_init"](unwrapped)
+    assert unwrapped.wsgi == "the loaded app"

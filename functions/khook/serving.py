@@ -166,8 +166,12 @@ def tune_worker() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def hooks(settings: Settings, rt: runtime.Runtime) -> dict[str, Callable[..., None]]:
-    """gunicorn's server hooks for khook."""
+def hooks(
+    settings: Settings, rt: runtime.Runtime, wrap_app: Callable[[Any], Any] | None = None
+) -> dict[str, Callable[..., None]]:
+    """gunicorn's server hooks for khook. ``wrap_app``: what each worker serves in place of
+    the app it loaded, made from it (under functions-framework, which loads the app itself:
+    khook.function.direct_posts)."""
 
     def when_ready(server: Any) -> None:  # the master, once it listens
         log(
@@ -185,8 +189,10 @@ def hooks(settings: Settings, rt: runtime.Runtime) -> dict[str, Callable[..., No
             pid=os.getpid(),
         )
 
-    def post_worker_init(_worker: Any) -> None:
+    def post_worker_init(worker: Any) -> None:
         tune_worker()
+        if wrap_app is not None:  # gunicorn's worker serves its ``wsgi``, the app, from now on
+            worker.wsgi = wrap_app(worker.wsgi)
         rt.warm(on_built=gc.freeze)
 
     return {
@@ -273,17 +279,19 @@ def adopt_gunicorn_defaults(defaults: dict[str, Any]) -> list[str]:
     return unknown
 
 
-def under_functions_framework() -> None:
+def under_functions_framework(wrap_app: Callable[[Any], Any] | None = None) -> None:
     """For the functions-framework source file, imported by ``functions-framework --target
     handle`` in gunicorn's master before it serves: the configuration is checked (a mistake
     stops the process with one JSON line and exit 2, so a Knative revision never becomes
     ready and says why in its log), logs are JSON, gunicorn's included, and gunicorn gets
-    khook's hooks."""
+    khook's hooks; each worker serves ``wrap_app`` of functions-framework's app (see
+    :func:`hooks`)."""
     settings = settings_or_exit(Settings.from_env)
     configure(settings.log_level)
     rt = runtime.for_settings(settings)
     runtime.install(rt)
     adopt_gunicorn_defaults(_optional())
-    unknown = adopt_gunicorn_defaults({"logger_class": JSONLogger, **hooks(settings, rt)})
+    defaults = {"logger_class": JSONLogger, **hooks(settings, rt, wrap_app)}
+    unknown = adopt_gunicorn_defaults(defaults)
     if unknown:
         log(logger, logging.WARNING, "gunicorn does not know these settings", names=unknown)

@@ -3,8 +3,11 @@
 - ``bare``: ``functions-framework --target handle --source tests/bench/bare.py``;
 - ``khook``: ``functions-framework --target handle --source functions/main.py``, the same
   command and stack (functions-framework sees the ``functions_framework.aio.http`` target and
-  serves it as ASGI: gunicorn with uvicorn workers, WORKERS of them);
-- ``khook serve``: the image's entrypoint (gunicorn with khook's own uvicorn worker).
+  serves it as ASGI: gunicorn with uvicorn workers, WORKERS of them), but each worker hands
+  a POST straight to the function, past functions-framework's router and middlewares, which
+  the bare function's requests go through (khook.function.direct_posts);
+- ``khook serve``: the image's entrypoint (gunicorn with khook's own uvicorn worker; POSTs
+  straight to the function too).
 
 All get the Containerfile's ENV (THREADS, WORKERS, ...; PORT and PATH aside). khook runs on
 the sample Hooks with the memory store, a dry-run agent and its default log level (info).
