@@ -14,7 +14,7 @@ from khook.function import direct_posts, handle
 from khook.serving import under_functions_framework
 
 # Each worker serves functions-framework's app with every POST, every event, handed straight
-# to the function, as `khook serve` does (khook.function.direct_posts).
+# to the function, as under `khook serve` (khook.function.direct_posts).
 under_functions_framework(wrap_app=direct_posts)
 
 __all__ = ["handle"]

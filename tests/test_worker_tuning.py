@@ -54,8 +54,8 @@ def test_warm_freezes_only_once_the_pipeline_is_built() -> None:
 
 @pytest.mark.usefixtures("restored")
 def test_a_worker_serves_the_app_made_from_the_one_it_loaded() -> None:
-    """Under functions-framework, which loads the app itself, each worker serves it with every
-    POST handed straight to the function (functions/main.py passes khook.function.direct_posts)."""
+    """Each worker serves the app it loaded with every POST handed straight to the function
+    (functions/main.py and khook serve pass khook.function.direct_posts)."""
     settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True})
     rt = runtime.for_settings(settings)
     rt.warm = lambda on_built=None: None  # type: ignore[method-assign]
@@ -65,3 +65,8 @@ def test_a_worker_serves_the_app_made_from_the_one_it_loaded() -> None:
     unwrapped = types.SimpleNamespace(wsgi="the loaded app")
     serving.hooks(settings, rt)["post_worker_init"](unwrapped)
     assert unwrapped.wsgi == "the loaded app"
+    # khook serve's gunicorn gets the same hook.
+    served = types.SimpleNamespace(wsgi="the loaded app")
+    options = serving.gunicorn_options(settings, rt, None, wrap_app=lambda app: ("w", app))
+    options["post_worker_init"](served)
+    assert served.wsgi == ("w", "the loaded app")

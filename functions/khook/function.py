@@ -92,8 +92,8 @@ ASGIApp = Callable[
 
 def direct_posts(app: ASGIApp) -> ASGIApp:
     """``app``, functions-framework's app built from the entry file, with every POST (every
-    event) handed straight to :func:`handle`: the app `khook serve` runs, and each worker of
-    ``functions-framework --target handle`` (through the hooks functions/main.py installs).
+    event) handed straight to :func:`handle`: what each gunicorn worker serves, under `khook
+    serve` and under ``functions-framework --target handle`` alike (khook.serving.hooks).
 
     functions-framework routes a POST on any path to ``handle`` through Starlette's router,
     its two middlewares (an execution id khook does not log, a 500 for what ``handle``

@@ -87,9 +87,6 @@ class PipelineConfig:
     max_calls_per_event: int = 32
     agent_concurrency: int = 8
     max_signals_per_match: int = 8
-    # How long a claim may stay unconfirmed before another delivery takes it over (see
-    # khook.core.dedup.decide); None: never (tools that run one event, like `khook render`).
-    claim_timeout: timedelta | None = None
     # How often incidents that went quiet are resolved and their sessions told (seconds; 0:
     # only when sweep() is called, as tests and `khook replay` do).
     sweep_every: float = 0.0
@@ -380,7 +377,7 @@ class Pipeline:
                     table=self.correlation,
                     facts=self.memory.facts(event, detection),
                     control_namespace=self.config.control_namespace,
-                    claim_timeout=self.config.claim_timeout,
+                    claim_timeout=self.dedup.claim_timeout,
                 )
                 unit = units.setdefault(f"{m.hook.key}|{placed.key.id}", Unit(m.hook, placed.key))
                 unit.items.append(placed)

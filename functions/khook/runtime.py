@@ -228,7 +228,6 @@ def build_pipeline(
             settings.max_signal_age,
             max_calls_per_event=settings.max_calls_per_event,
             agent_concurrency=settings.agent_concurrency,
-            claim_timeout=claim_timeout(settings),
             sweep_every=30.0 * every,
         ),
         reader=ClusterObjectReader(api, clock) if api is not None else None,

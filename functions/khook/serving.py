@@ -170,8 +170,7 @@ def hooks(
     settings: Settings, rt: runtime.Runtime, wrap_app: Callable[[Any], Any] | None = None
 ) -> dict[str, Callable[..., None]]:
     """gunicorn's server hooks for khook. ``wrap_app``: what each worker serves in place of
-    the app it loaded, made from it (under functions-framework, which loads the app itself:
-    khook.function.direct_posts)."""
+    the app it loaded, made from it (khook.function.direct_posts, under either command)."""
 
     def when_ready(server: Any) -> None:  # the master, once it listens
         log(
@@ -224,9 +223,12 @@ def _optional() -> dict[str, Any]:
 
 
 def gunicorn_options(
-    settings: Settings, rt: runtime.Runtime, tmp_dir: str | None
+    settings: Settings,
+    rt: runtime.Runtime,
+    tmp_dir: str | None,
+    wrap_app: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
-    """How ``khook serve`` runs gunicorn."""
+    """How ``khook serve`` runs gunicorn (``wrap_app``: see :func:`hooks`)."""
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return {
         "bind": f"{host}:{settings.port}",
@@ -240,7 +242,7 @@ def gunicorn_options(
         "logger_class": JSONLogger,
         "loglevel": settings.log_level,
         **_optional(),
-        **hooks(settings, rt),
+        **hooks(settings, rt, wrap_app),
     }
 
 

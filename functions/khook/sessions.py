@@ -152,11 +152,11 @@ class Sessions:
         the claim let go and nothing counted, when it must render in a render process."""
         if claim.verdict is Verdict.FOLLOWUP and claim.record is not None:
             return self._follow_up(hook, item, claim, claim.record)
+        record = claim.record
+        assert record is not None  # a FIRE claim holds its record
+        under = self._under_cause(hook, item, record)
         rendered: str | PromptError | None = None
         if now:
-            record = claim.record
-            assert record is not None  # a FIRE claim holds its record
-            under = self._under_cause(hook, item, record)
             try:
                 rendered = self.renderer.render_now(*self._prompt_of(event, hook, under, record))
             except PromptError as exc:  # told as on a thread, if the budget lets it open
@@ -166,7 +166,7 @@ class Sessions:
                 return None
         if not self._within_budget(hook):
             return self._overflow(hook, item, claim)
-        return self._open(event, hook, item, claim, rendered)
+        return self._open(event, hook, item, claim, under=under, rendered=rendered)
 
     @staticmethod
     def _under_cause(hook: Hook, item: Incident, record: Record) -> Incident:
@@ -187,13 +187,15 @@ class Sessions:
         hook: Hook,
         item: Incident,
         claim: Claim,
-        rendered: str | PromptError | None = None,
+        *,
+        under: Incident,
+        rendered: str | PromptError | None,
     ) -> FiringResult:
-        """``rendered``: the prompt (or its error) as rendered on the event loop."""
+        """``under``: the sighting under its incident's cause; ``rendered``: the prompt (or
+        its error) as rendered on the event loop."""
         result = sighting_result(hook, item)
         record = claim.record
         assert record is not None
-        under = self._under_cause(hook, item, record)
         try:
             if isinstance(rendered, PromptError):
                 raise rendered

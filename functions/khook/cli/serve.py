@@ -1,8 +1,8 @@
 """``khook serve``: check the configuration, then serve the function with gunicorn.
 
 The app is the one functions-framework builds from khook's entry file (its public
-``create_app``), every POST handed straight to the function (khook.function.direct_posts);
-gunicorn runs it through its documented custom-application API
+``create_app``), each worker handing every POST straight to the function
+(khook.function.direct_posts); gunicorn runs it through its documented custom-application API
 (khook.serving.GunicornApp), with khook's worker, JSON logger and hooks. No private
 functions-framework module is involved, so an upgrade of it cannot change how khook serves.
 """
@@ -122,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
     rt = runtime.for_settings(settings)
     runtime.install(rt)
     # The function is ASGI: gunicorn with khook's uvicorn worker, which bounds what a slow
-    # client may cost (khook.serving). Events skip functions-framework's router on the way
-    # in (khook.function.direct_posts).
-    app = direct_posts(create_app(target="handle", source=str(ENTRY), signature_type="http"))  # type: ignore[no-untyped-call]
+    # client may cost (khook.serving). Each worker hands events straight to the function,
+    # past functions-framework's router (khook.function.direct_posts), as it does under the
+    # functions-framework command.
+    app = create_app(target="handle", source=str(ENTRY), signature_type="http")  # type: ignore[no-untyped-call]
     tmp_dir = str(SHM) if SHM.is_dir() else None
-    GunicornApp(app, gunicorn_options(settings, rt, tmp_dir)).run()
+    GunicornApp(app, gunicorn_options(settings, rt, tmp_dir, wrap_app=direct_posts)).run()
     return 0
