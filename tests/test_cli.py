@@ -161,6 +161,7 @@ def test_serve_dry_run_and_send(tmp_path: Path) -> None:
         ).stdout
         assert "X-Khook-Event-Type: node-not-ready" in structured
         assert "fired=1" in structured
+        assert "server" not in served.get("/healthz").headers
 
 
 def test_send_reports_failures(tmp_path: Path) -> None:
@@ -221,5 +222,7 @@ def test_the_documented_functions_framework_command_serves_khook(tmp_path: Path)
         ).stdout
         # Events go straight to the function; functions-framework's app still serves the rest.
         assert served.get("/robots.txt").status_code == 404
-        assert served.get("/healthz").status_code == 200
+        health = served.get("/healthz")
+        assert health.status_code == 200
+        assert "server" not in health.headers, "uvicorn's Server header is not sent (TRIMMED)"
     assert "X-Khook-Outcome: fired=1 duplicate=0 failed=0 held=0 followup=0 stale=0" in out

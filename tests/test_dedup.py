@@ -12,7 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from khook.core.dedup import DedupKey, Hold, Observation, Policy, Record, Verdict, decide
+from khook.core.dedup import (
+    DedupKey,
+    Hold,
+    Observation,
+    Policy,
+    Record,
+    Verdict,
+    decide,
+    tally,
+)
+from khook.core.settle import confirm
 from khook.stores import (
     CachedRecords,
     Change,
@@ -95,6 +105,37 @@ def test_never_two_firings_inside_one_window(steps: list[tuple[int, int]]) -> No
             fired_at.append(now)
     assert fired_at, "the first observation always fires"
     assert all(b - a >= WINDOW for a, b in itertools.pairwise(fired_at))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 600), min_size=1, max_size=40))
+def test_a_counter_counts_what_a_settled_claim_of_new_occurrences_would(
+    seconds: list[int],
+) -> None:
+    """tally() (the storm breaker's count) against what the count was before it: decide() on
+    a new occurrence each time, the record settled at once. Same count, same window."""
+    window = timedelta(minutes=2)
+    counted: Record | None = None
+    claimed: Record | None = None
+    for i, second in enumerate(sorted(seconds)):
+        now = T0 + timedelta(seconds=second)
+        counted = tally(counted, KEY, now=now, window=window)
+        d = decide(
+            claimed,
+            KEY,
+            Observation(f"o{i}", None, now, "Minute/1", holdable=False),
+            now=now,
+            policy=Policy(window=window, followups=False),
+            max_signal_age=MAX_AGE,
+            token=f"t{i}",
+        )
+        if d.verdict is Verdict.FIRE and d.record is not None:
+            claimed = confirm(None, d.record, "", "")
+        elif d.record is not None:
+            claimed = d.record
+        assert claimed is not None
+        assert (counted.count, counted.expires_at) == (claimed.count, claimed.expires_at)
+        assert counted.confirmed and counted.live(now)
 
 
 def test_record_round_trips_through_json() -> None:

@@ -10,6 +10,7 @@ import types
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 
 from khook import runtime, serving
 from khook.settings import Settings
@@ -70,3 +71,18 @@ def test_a_worker_serves_the_app_made_from_the_one_it_loaded() -> None:
     options = serving.gunicorn_options(settings, rt, None, wrap_app=lambda app: ("w", app))
     options["post_worker_init"](served)
     assert served.wsgi == ("w", "the loaded app")
+
+
+@pytest.mark.usefixtures("restored")
+def test_a_worker_sends_no_server_header_and_reads_no_forwarded_address() -> None:
+    """functions-framework's uvicorn worker is configured as khook serve's is (TRIMMED): set
+    on its configuration before it starts serving, as gunicorn runs post_worker_init."""
+    settings = Settings.coerce({"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True})
+    rt = runtime.for_settings(settings)
+    rt.warm = lambda on_built=None: None  # type: ignore[method-assign]
+    worker = types.SimpleNamespace(wsgi="app", config=uvicorn.Config(app="app"))
+    assert worker.config.server_header and worker.config.proxy_headers  # uvicorn's defaults
+    serving.hooks(settings, rt)["post_worker_init"](worker)
+    assert not worker.config.server_header and not worker.config.proxy_headers
+    assert serving.Worker.CONFIG_KWARGS["server_header"] is False
+    assert serving.Worker.CONFIG_KWARGS["proxy_headers"] is False

@@ -103,6 +103,15 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
+# What uvicorn does by default for every request and khook has no use for: a ``Server:
+# uvicorn`` header on every answer (it tells a scanner the software, and costs h11 a header to
+# check), and the client's address and scheme rewritten from X-Forwarded-For/-Proto (khook
+# never reads them; behind Knative's queue-proxy the client is always 127.0.0.1, which uvicorn
+# trusts, so it copied every request's headers to look). Set in both commands' workers (see
+# :func:`hooks`).
+TRIMMED = {"server_header": False, "proxy_headers": False}
+
+
 def uvicorn_options(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
     """What uvicorn needs, the same under gunicorn (khook serve) and in tests."""
     protocol: type[GuardedH11Protocol] = GuardedH11Protocol
@@ -118,6 +127,7 @@ def uvicorn_options(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
         "loop": "asyncio",
         "h11_max_incomplete_event_size": HEAD_LIMIT,
         "timeout_keep_alive": KEEP_ALIVE,
+        **TRIMMED,
         "log_level": "warning",
         "access_log": False,
     }
@@ -190,6 +200,12 @@ def hooks(
 
     def post_worker_init(worker: Any) -> None:
         tune_worker()
+        # uvicorn's worker made its configuration, and reads it as it starts serving, after
+        # this hook: functions-framework's worker gets what khook serve's has (TRIMMED).
+        config = getattr(worker, "config", None)
+        for name, value in TRIMMED.items():
+            if hasattr(config, name):
+                setattr(config, name, value)
         if wrap_app is not None:  # gunicorn's worker serves its ``wsgi``, the app, from now on
             worker.wsgi = wrap_app(worker.wsgi)
         rt.warm(on_built=gc.freeze)

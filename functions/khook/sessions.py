@@ -46,7 +46,6 @@ from khook.logs import log
 from khook.sandbox import Renderer, SandboxError
 from khook.sightings import held_result, quiet_result, sighting_result, store_failed
 from khook.stores import Claim, Deduplicator, StoreError
-from khook.tokens import new_token
 
 logger = logging.getLogger("khook.sessions")
 
@@ -318,18 +317,11 @@ class Sessions:
             return True
         minute = int(self.clock.now().timestamp() // 60)
         key = DedupKey(hook.key, BUDGET_TYPE, "", f"Minute/{minute}")
-        sighting = Sighting(
-            occurrence=new_token(),
-            occurred_at=None,
-            observed_at=self.clock.now(),
-            resource=f"Minute/{minute}",
-            holdable=False,
-        )
         try:
-            record = self.dedup.count(key, sighting, timedelta(minutes=2))
+            record = self.dedup.count(key, timedelta(minutes=2))
         except StoreError:
             return True  # the breaker fails open: better a session than a lost incident
-        return record is None or record.count <= limit
+        return record.count <= limit
 
     def _overflow(self, hook: Hook, item: Incident, claim: Claim) -> FiringResult:
         """Over the Hook's session budget: the incident joins the Hook's overflow session

@@ -19,6 +19,7 @@ from khook.settings import DEFAULT_USER_ID
 logger = logging.getLogger("khook.agent")
 
 DRY_RUN_BASE_URL = "http://kagent-controller.kagent.svc.cluster.local:8083"
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with arguments makes one a call
 
 
 class DryRunClient:
@@ -53,7 +54,7 @@ class DryRunClient:
         line = {"dryRun": True, "agent": request.agent.id}
         line.update(self.http_request(request).redacted())
         out = self._out or sys.stdout
-        out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        out.write(_ENCODER.encode(line) + "\n")
         out.flush()
         # Derived from the message id: a replay of the same events prints the same ids.
         made_up = f"dry-run-{uuid.uuid5(uuid.NAMESPACE_URL, request.message_id)}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from khook.core.incident import (
     DETAIL_LIMIT,
@@ -42,6 +43,7 @@ __all__ = [
     "resolve",
     "snapshot",
     "stale",
+    "tally",
 ]
 
 COUNT_MILESTONES = (10, 100)  # counts whose crossing the open session is told of
@@ -178,6 +180,20 @@ def decide(
     return Decision(Verdict.DUPLICATE, counted, "counted in the open incident")
 
 
+def tally(previous: Record | None, key: DedupKey, *, now: datetime, window: timedelta) -> Record:
+    """A counter's record with one more in it (the storm breaker's sessions per Hook and
+    minute): a record that is always settled, whose every count is new (never a duplicate,
+    stale, held or in flight) and that only ever tells its count and its window. So it is
+    what :func:`decide` would store for it, count and window alike, without the incident's
+    bookkeeping (occurrences, objects, the session's snapshot), which a counter never reads
+    and which cost every session it counted several copies of the record."""
+    if previous is None or not _live(previous, now):
+        return _begun(key, now, window, count=1, confirmed=True)
+    return replace(
+        previous, last_seen=max(now, previous.last_seen), window=window, count=previous.count + 1
+    )
+
+
 def _live(record: Record, now: datetime) -> bool:
     # A hold that healed is over: the next failure starts a new one, from its own start.
     healed = record.state is State.RESOLVED and not record.opened
@@ -223,19 +239,24 @@ def _fresh(
     previous: Record | None, key: DedupKey, s: Sighting, now: datetime, window: timedelta
 ) -> Record:
     carried = previous.occurrences if previous is not None else ()
-    return Record(
-        key=key,
-        first_seen=now,
-        last_seen=now,
-        fired_at=now,
-        window=window,
+    return _begun(
+        key,
+        now,
+        window,
         count=0,
-        holder="",  # a claim's token comes with the session (see _opened)
         state=State.HELD,
         occurrences=carried,
         opened=False,
         cause=s.event_type,
         detail=s.detail[:DETAIL_LIMIT],
+    )
+
+
+def _begun(key: DedupKey, now: datetime, window: timedelta, **fields: Any) -> Record:
+    """A record that begins ``now``, held by no claim yet (a claim's token comes with the
+    session, see _opened)."""
+    return Record(
+        key=key, first_seen=now, last_seen=now, fired_at=now, window=window, holder="", **fields
     )
 
 

@@ -24,6 +24,7 @@ from khook.core.dedup import (
     Verdict,
     decide,
     resolve,
+    tally,
 )
 from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
 from khook.logs import log
@@ -202,12 +203,19 @@ class Deduplicator:
             return
         self.store.update(claim.key, undo)
 
-    def count(self, key: DedupKey, sighting: Sighting, window: timedelta) -> Record | None:
-        """A counter, not a session: the sighting is counted under ``key``, and a new record
-        is settled (confirmed) in the same write, so it costs one store write and is never
-        "in flight". The record as it now stands (None if there is none)."""
-        claim = self.claim(key, sighting, window, settled=True)
-        return claim.record or claim.previous
+    def count(self, key: DedupKey, window: timedelta) -> Record:
+        """A counter, not a session: one more under ``key`` (kept ``window`` after its last
+        count), stored settled in one write, never "in flight". The record as it now
+        stands."""
+        stored: list[Record] = []
+
+        def change(current: Record | None) -> Record:
+            stored[:] = [tally(current, key, now=self._clock.now(), window=window)]
+            return stored[0]
+
+        self.store.update(key, change, expect_absent=True)
+        self._maybe_prune()
+        return stored[0]
 
     def confirm(
         self, claim: Claim, task_id: str, context_id: str, task_state: str = ""
