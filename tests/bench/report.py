@@ -95,6 +95,10 @@ def _ms(us: float) -> str:
     return f"{us / 1000:8.3f}"
 
 
+def _range(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
 def _http(doc: dict[str, Any]) -> list[str]:
     kinds = [k for k in (BARE, *KHOOKS) if k in next(iter(doc["http"].values()))]
     lines = ["HTTP, side by side (same stream, same server settings)"]
@@ -112,6 +116,11 @@ def _http(doc: dict[str, Any]) -> list[str]:
             if key == "rate":
                 ratios = "".join(f"{side['ratio'].get(k, 1.0):14.3f}" for k in kinds)
                 lines.append(f"    {'ratio to bare':32}{ratios}")
+                spread = side.get("round_ratios", {})
+                ranges = "".join(
+                    f"{_range(spread[k]):>14}" if spread.get(k) else f"{'':14}" for k in kinds
+                )
+                lines.append(f"    {'  each round (lowest-highest)':32}{ranges}")
         for kind in KHOOKS:
             if kind in side:
                 counts = side[kind]["outcomes"]

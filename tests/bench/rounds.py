@@ -68,12 +68,21 @@ class Comparison:
         bare = self.columns[BARE].rate
         return self.columns[kind].rate / bare if bare else 0.0
 
+    def round_ratios(self, kind: str) -> list[float]:
+        """Each round's ratio to the bare round of the same pass, minutes apart at most: how
+        far the machine moved the ratio between rounds."""
+        pairs = zip(self.columns[kind].rounds, self.columns[BARE].rounds, strict=True)
+        return [mine.rate / bare.rate if bare.rate else 0.0 for mine, bare in pairs]
+
     def p99_over_bare_ms(self, kind: str) -> float:
         return self.columns[kind].p99_ms - self.columns[BARE].p99_ms
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {kind: c.to_json() for kind, c in self.columns.items()}
         doc["ratio"] = {k: round(self.ratio(k), 3) for k in self.columns if k != BARE}
+        doc["round_ratios"] = {
+            k: [round(r, 3) for r in self.round_ratios(k)] for k in self.columns if k != BARE
+        }
         return doc
 
 
