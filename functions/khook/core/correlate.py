@@ -115,7 +115,7 @@ def correlate(
     hold = _hold(rule, own)
     # transientOnly exempts a pull whose cause a message named and that is terminal (a bad
     # tag: per workload, at once). A pull whose cause no message has named yet is held like a
-    # transient one, first for a while whatever its count (Sighting.awaiting_cause): in a registry
+    # transient one, for the hold's whole ``for`` (see Sighting.awaiting_cause): in a registry
     # outage a pod's first signal may be a cause-less BackOff (khook started, or the source
     # re-listed, mid-storm), and the pull attempt that names the cause then puts the pod in
     # the outage's incident (or, terminal, opens its own at once); told nothing more, the

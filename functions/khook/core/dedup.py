@@ -47,9 +47,6 @@ __all__ = [
 ]
 
 COUNT_MILESTONES = (10, 100)  # counts whose crossing the open session is told of
-# The longest a sighting waits for its cause: kubelet retries a failing pull at least every 5
-# minutes (its longest image back-off), and each attempt's Failed Event names the cause.
-CAUSE_WAIT = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -91,9 +88,8 @@ class Sighting:
     detail: str = ""  # what this signal says of the cause
     holdable: bool = True  # False: it opens the incident at once (e.g. a terminal pull)
     # Its cause is not known yet (a pull no message has named a cause for): a hold keeps it
-    # for CAUSE_WAIT (or the hold's shorter ``for``) from khook's first sighting, whatever the
-    # object's count or age say, so that the message naming the cause can put it where it
-    # belongs; then it is judged as any held sighting.
+    # for its whole ``for`` from khook's first sighting, whatever the object's count or age
+    # say, so that the message naming the cause can put it where it belongs.
     awaiting_cause: bool = False
 
 
@@ -223,8 +219,8 @@ def _due(record: Record, s: Sighting, policy: Policy, now: datetime) -> bool:
     hold = policy.hold
     if hold is None or not s.holdable:
         return True
-    if s.awaiting_cause and now - record.first_seen < min(hold.hold_for, CAUSE_WAIT):
-        return False
+    if s.awaiting_cause:
+        return now - record.first_seen >= hold.hold_for
     if s.count is None and s.started_at is None:
         return True  # no evidence either way: fail open, as the Go khook would
     if any(n >= hold.min_count for _, n in record.failing):
@@ -239,8 +235,7 @@ def _held_reason(record: Record, s: Sighting, policy: Policy) -> str:
     hold = policy.hold
     assert hold is not None
     if s.awaiting_cause:
-        wait = _age(min(hold.hold_for, CAUSE_WAIT))
-        return f"held: no message has named its cause yet; waits for one {wait}"
+        return f"held: no message has named its cause yet; opens after {_age(hold.hold_for)}"
     most = max((n for _, n in record.failing), default=0)
     return (
         f"held: {len(record.failing)} object(s) failing, at most {most} time(s); opens at "
