@@ -68,20 +68,6 @@ def opened(record: Record, context: str = "ctx-1") -> Record:
 # ---- holds -------------------------------------------------------------------------------
 
 
-def test_a_signal_awaiting_its_cause_is_held_for_the_whole_hold_whatever_its_count() -> None:
-    waiting = replace(sight("a", count=12), awaiting_cause=True, started_at=T0 - timedelta(hours=1))
-    first = run(None, waiting)
-    assert first.verdict is Verdict.HELD and "no message has named its cause" in first.reason
-    soon = T0 + timedelta(minutes=1)
-    again = run(first.record, replace(waiting, occurrence="b", observed_at=soon), now=soon)
-    assert again.verdict is Verdict.HELD
-    later = T0 + timedelta(minutes=2)
-    opens = run(again.record, replace(waiting, occurrence="c", observed_at=later), now=later)
-    assert opens.verdict is Verdict.FIRE, "no cause named within the hold: it opens"
-    plain = run(None, replace(waiting, awaiting_cause=False))
-    assert plain.verdict is Verdict.FIRE, "with its cause known, its count says it is no blip"
-
-
 def test_a_blip_is_held_and_opens_when_the_object_keeps_failing() -> None:
     first = run(None, sight("a", count=1))
     assert first.verdict is Verdict.HELD and first.record is not None
@@ -325,45 +311,6 @@ def test_a_hook_opens_at_most_its_budget_of_sessions_a_minute(
     sessions = [m for m in agent.messages() if not m.continued]
     assert len(sessions) == 4
     assert "more than 3 incidents in a minute" in sessions[-1].text
-
-
-PULL_503 = (
-    'Failed to pull image "{image}": rpc error: code = Unknown desc = failed to pull and unpack '
-    'image "{image}": failed to resolve reference "{image}": unexpected status from HEAD '
-    "request to https://registry.example.com/v2/shop/{app}/manifests/1.4.2: 503 Service "
-    "Unavailable"
-)
-
-
-def test_a_pod_whose_first_pull_signal_states_no_cause_waits_for_it_in_an_outage(
-    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
-) -> None:
-    """A registry outage is one session, even for a pod whose first signal is a cause-less
-    "Back-off pulling image" (khook came up mid-storm, or missed the pull's Failed Event):
-    it is held until its next pull attempt names the cause, and then joins the outage."""
-    path = tmp_path / "hooks.yaml"
-    path.write_text(yaml.safe_dump(hook_doc("default", "pulls", config("image-pull-failed"))))
-    fn = make_function(hooks=(str(path),), dedup="memory")
-
-    def send(reason: str, message: str, app: str, type_: str = "Warning", count: int = 1) -> str:
-        ev = core_event(reason, message, type_=type_, name=f"{app}-7d4b9c8f5-x2x9z", count=count)
-        return str(fn.post(*binary(apiserver_event(ev))).headers["X-Khook-Outcome"])
-
-    def failed(app: str) -> str:
-        image = f"registry.example.com/shop/{app}:1.4.2"
-        return send("Failed", PULL_503.format(image=image, app=app), app)
-
-    assert [failed(app) for app in ("api", "web", "db")] == [
-        outcome(held=1),
-        outcome(held=1),
-        outcome(fired=1),
-    ], "three workloads failing on one registry: the outage opens"
-    backoff = 'Back-off pulling image "registry.example.com/shop/cart:1.4.2"'
-    # Backing off for the 12th time: failing long, but no message named why yet.
-    assert send("BackOff", backoff, "cart", type_="Normal", count=12) == outcome(held=1)
-    # Its cause named, it joins the outage, whose session is told a workload joined.
-    assert failed("cart") == outcome(followup=1)
-    assert len([m for m in agent.messages() if not m.continued]) == 1
 
 
 def test_the_status_shows_held_and_open_incidents_with_their_cause(

@@ -348,9 +348,9 @@ def test_causeless_pull_events_inherit_the_pods_cause() -> None:
         "Error: ImagePullBackOff",
     ):
         assert memory.pull_cause_for("shop", "web-1", message, TABLE) == stated
-    # Another pod has no cause to inherit: unknown, and not stated (held until one is).
+    # Another pod has no cause to inherit: unknown, terminal (fires per workload).
     other = memory.pull_cause_for("shop", "web-2", 'Back-off pulling image "nginx:1.27"', TABLE)
-    assert other == PullFailure("nginx:1.27", "docker.io", "unknown", False, "", stated=False)
+    assert other == PullFailure("nginx:1.27", "docker.io", "unknown", False, "")
     # A new stated cause replaces the remembered one.
     memory.pull_cause_for(
         "shop", "web-1", 'Failed to pull image "nginx:1.27": manifest unknown', TABLE

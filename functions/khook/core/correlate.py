@@ -113,20 +113,8 @@ def correlate(
     # is decided alike.
     own = hook.configuration(detection.event_type) or config
     hold = _hold(rule, own)
-    # transientOnly exempts a pull whose cause a message named and that is terminal (a bad
-    # tag: per workload, at once). A pull whose cause no message has named yet is held like a
-    # transient one, for the hold's whole ``for`` (see Sighting.awaiting_cause): in a registry
-    # outage a pod's first signal may be a cause-less BackOff (khook started, or the source
-    # re-listed, mid-storm), and the pull attempt that names the cause then puts the pod in
-    # the outage's incident (or, terminal, opens its own at once); told nothing more, the
-    # held record ends quietly.
-    awaiting = pull is not None and not pull.stated
     holdable = hold is not None and not (
-        rule is not None
-        and rule.transient_only
-        and pull is not None
-        and pull.stated
-        and not pull.transient
+        rule is not None and rule.transient_only and not (pull is not None and pull.transient)
     )
     sighting = Sighting(
         occurrence=signal.occurrence,
@@ -139,7 +127,6 @@ def correlate(
         workload=(facts.workload or event.involved).display,
         detail=_detail(pull),
         holdable=holdable,
-        awaiting_cause=awaiting and holdable,
     )
     policy = Policy(
         window=session_config.cooldown,

@@ -87,10 +87,6 @@ class Sighting:
     workload: str = ""  # the workload the object belongs to
     detail: str = ""  # what this signal says of the cause
     holdable: bool = True  # False: it opens the incident at once (e.g. a terminal pull)
-    # Its cause is not known yet (a pull no message has named a cause for): a hold keeps it
-    # for its whole ``for`` from khook's first sighting, whatever the object's count or age
-    # say, so that the message naming the cause can put it where it belongs.
-    awaiting_cause: bool = False
 
 
 Observation = Sighting  # its name before incidents counted more than one signal
@@ -163,12 +159,12 @@ def decide(
         fresh = _counted(_fresh(previous, key, s, now, policy.window), s, now, policy)
         if _due(fresh, s, policy, now):
             return Decision(Verdict.FIRE, _opened(fresh, now, token), "a new incident")
-        return Decision(Verdict.HELD, fresh, _held_reason(fresh, s, policy))
+        return Decision(Verdict.HELD, fresh, _held_reason(fresh, policy))
     counted = _counted(previous, s, now, policy)
     if not previous.opened:
         if _due(counted, s, policy, now):
             return Decision(Verdict.FIRE, _opened(counted, now, token), "crossed its threshold")
-        return Decision(Verdict.HELD, counted, _held_reason(counted, s, policy))
+        return Decision(Verdict.HELD, counted, _held_reason(counted, policy))
     changes = list(material(previous.reported, counted))
     if previous.state is State.RESOLVED:
         counted = replace(counted, state=State.FIRING)  # it recurred inside its window
@@ -219,8 +215,6 @@ def _due(record: Record, s: Sighting, policy: Policy, now: datetime) -> bool:
     hold = policy.hold
     if hold is None or not s.holdable:
         return True
-    if s.awaiting_cause:
-        return now - record.first_seen >= hold.hold_for
     if s.count is None and s.started_at is None:
         return True  # no evidence either way: fail open, as the Go khook would
     if any(n >= hold.min_count for _, n in record.failing):
@@ -231,11 +225,9 @@ def _due(record: Record, s: Sighting, policy: Policy, now: datetime) -> bool:
     return now - start >= hold.hold_for
 
 
-def _held_reason(record: Record, s: Sighting, policy: Policy) -> str:
+def _held_reason(record: Record, policy: Policy) -> str:
     hold = policy.hold
     assert hold is not None
-    if s.awaiting_cause:
-        return f"held: no message has named its cause yet; opens after {_age(hold.hold_for)}"
     most = max((n for _, n in record.failing), default=0)
     return (
         f"held: {len(record.failing)} object(s) failing, at most {most} time(s); opens at "

@@ -231,9 +231,8 @@ class OwnerMemory:
         self, namespace: str, name: str, message: str, table: CorrelationTable, image: str = ""
     ) -> PullFailure:
         """The cause of a failing pull of this pod: the one ``message`` states (remembered for
-        the pod's later messages), else the one remembered from an earlier message, else
-        ``unknown``, not stated (per workload; held until a message names the cause, see
-        khook.core.correlate)."""
+        the pod's later messages), else the one remembered from an earlier message, else the
+        conservative ``unknown`` (per workload, fires)."""
         stated = classify_pull(message, table, image)
         if stated is not None:
             self.remember_pull(namespace, name, stated)
@@ -242,7 +241,7 @@ class OwnerMemory:
         if remembered is not None:
             return remembered
         reference = image_in(message) or (image if isinstance(image, str) else "")
-        return PullFailure(reference, registry_of(reference), UNKNOWN, False, "", stated=False)
+        return PullFailure(reference, registry_of(reference), UNKNOWN, False, "")
 
     def pods_remembered(self) -> int:
         return len(self._pods)

@@ -48,7 +48,6 @@ class PullFailure:
     pull_class: str  # from the table's pullErrors, or "unknown"
     transient: bool  # transient classes correlate across workloads (per registry)
     detail: str  # the phrase that matched, e.g. "429 Too Many Requests" (capped, printable)
-    stated: bool = True  # False: no message has named the cause yet ("unknown" stands in)
 
 
 def image_in(message: str) -> str:
