@@ -22,6 +22,7 @@ from khook.core.dedup import (
     decide,
     tally,
 )
+from khook.core.incident import BUDGET_TYPE
 from khook.core.settle import confirm
 from khook.stores import (
     CachedRecords,
@@ -136,6 +137,21 @@ def test_a_counter_counts_what_a_settled_claim_of_new_occurrences_would(
         assert claimed is not None
         assert (counted.count, counted.expires_at) == (claimed.count, claimed.expires_at)
         assert counted.confirmed and counted.live(now)
+
+
+def test_the_storm_breakers_counter_is_never_taken_for_a_live_incident(clock: FakeClock) -> None:
+    """Counted, or listed from the store by the sweep (learn), a Hook's session counter is no
+    incident a healthy object could end: it never makes a healthy object look further."""
+    dedup = Deduplicator(MemoryRecords(clock), clock, MAX_AGE)
+    counter = DedupKey("shop/h", BUDGET_TYPE, "", "Minute/1")
+    record = dedup.count(counter, timedelta(minutes=2))
+    assert record.count == 1 and record.live(clock.now())
+    dedup.learn([record])
+    assert not dedup.may_know_live_any() and not dedup.knows_live(counter)
+    incident = run(None, obs("a", clock.now()), clock.now()).record
+    assert incident is not None
+    dedup.learn([incident])
+    assert dedup.may_know_live_any(), "an incident listed from the store is known live"
 
 
 def test_record_round_trips_through_json() -> None:

@@ -26,6 +26,7 @@ from khook.core.dedup import (
     resolve,
     tally,
 )
+from khook.core.incident import BUDGET_TYPE
 from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
 from khook.logs import log
 from khook.stores._base import DECLINE, KEEP, Change, ImmediateStore, Keep, RecordStore, StoreError
@@ -299,6 +300,8 @@ class Deduplicator:
         """Records listed from the store (every replica's): the live ones are known here."""
         now = self._clock.now()
         for record in records:
+            if record.key.event_type == BUDGET_TYPE:
+                continue  # the storm breaker's counter: no object ends it (see count)
             if record.live(now) and record.state_at(now).value != "resolved":
                 self._remember(record.key, record.expires_at)
 
