@@ -313,6 +313,115 @@ def test_a_hook_opens_at_most_its_budget_of_sessions_a_minute(
     assert "more than 3 incidents in a minute" in sessions[-1].text
 
 
+PULL_503 = (
+    'Failed to pull image "{image}": rpc error: code = Unknown desc = failed to pull and unpack '
+    'image "{image}": failed to resolve reference "{image}": unexpected status from HEAD '
+    "request to https://registry.example.com/v2/shop/{app}/manifests/1.4.2: 503 Service "
+    "Unavailable"
+)
+
+
+class Pulls:
+    """Pull failures of pods of workloads ``<app>-7d4b9c8f5`` in default, sent to ``fn`` with
+    the CloudEvent time ``minutes`` after 09:20 (what khook judges a wait by)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def send(self, obj: dict[str, Any], minutes: float) -> str:
+        at = datetime(2026, 11, 23, 9, 20, tzinfo=UTC) + timedelta(minutes=minutes)
+        event = apiserver_event(obj, time=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return str(self.fn.post(*binary(event)).headers["X-Khook-Outcome"])
+
+    def event(self, reason: str, message: str, app: str, minutes: float = 0, **kw: Any) -> str:
+        at = datetime(2026, 11, 23, 9, 20, tzinfo=UTC) + timedelta(minutes=minutes)
+        pod_name = kw.pop("pod", f"{app}-7d4b9c8f5-x2x9z")
+        ev = core_event(
+            reason, message, name=pod_name, last=at.strftime("%Y-%m-%dT%H:%M:%SZ"), **kw
+        )
+        return self.send(ev, minutes)
+
+    def failed_503(self, app: str, minutes: float = 0) -> str:
+        image = f"registry.example.com/shop/{app}:1.4.2"
+        return self.event("Failed", PULL_503.format(image=image, app=app), app, minutes)
+
+    def waiting(self, app: str, reason: str, message: str, minutes: float = 0) -> str:
+        status = {"name": "app", "restartCount": 0, "state": {"waiting": {"reason": reason}}}
+        status["state"]["waiting"]["message"] = message
+        failing = pod(
+            f"{app}-7d4b9c8f5-x2x9z", owner=f"{app}-7d4b9c8f5", container_statuses=[status]
+        )
+        failing["status"]["phase"] = "Pending"
+        return self.send(failing, minutes)
+
+
+def pulls_hook(tmp_path: Path) -> str:
+    path = tmp_path / "hooks.yaml"
+    path.write_text(yaml.safe_dump(hook_doc("default", "pulls", config("image-pull-failed"))))
+    return str(path)
+
+
+def test_a_pod_whose_first_pull_signal_states_no_cause_waits_for_it_in_an_outage(
+    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
+) -> None:
+    """A registry outage is one session, even for a pod whose first signals name no cause
+    (khook came up, or the source re-listed its Events in no order, mid-storm): they are held
+    until its next pull attempt names the cause, which puts it in the outage; a replacement
+    pod of the same workload waits for its own."""
+    pulls = Pulls(make_function(hooks=(pulls_hook(tmp_path),), dedup="memory"))
+    assert [pulls.failed_503(app) for app in ("api", "web", "db")] == [
+        outcome(held=1),
+        outcome(held=1),
+        outcome(fired=1),
+    ], "three workloads failing on one registry: the outage opens"
+    backoff = 'Back-off pulling image "registry.example.com/shop/cart:1.4.2"'
+    # Backing off for the 12th time: failing for a while, but nothing said why yet.
+    assert pulls.event("BackOff", backoff, "cart", type_="Normal", count=12) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ImagePullBackOff", "cart", 1) == outcome(held=1)
+    # Its cause named, it joins the outage, whose session is told a workload joined.
+    assert pulls.failed_503("cart", 1.5) == outcome(followup=1)
+    assert pulls.event("BackOff", backoff, "cart", 2, type_="Normal", count=13) == outcome(
+        duplicate=1
+    ), "its later cause-less signals inherit the cause"
+    replacement = pulls.event(
+        "Failed", "Error: ErrImagePull", "cart", 4, pod="cart-7d4b9c8f5-bbbbb"
+    )
+    assert replacement == outcome(held=1), "a new pod waits for its own cause"
+    assert len([m for m in agent.messages() if not m.continued]) == 1
+
+
+def test_a_terminal_cause_after_causeless_pod_statuses_opens_at_once(
+    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
+) -> None:
+    """Kubernetes before 1.32: a waiting container's ImagePullBackOff message names no cause;
+    the ErrImagePull state that follows does. Nothing was stored while it waited, so the
+    terminal cause (a tag that does not exist) opens the workload's incident at once."""
+    pulls = Pulls(make_function(hooks=(pulls_hook(tmp_path),), dedup="memory"))
+    backoff = 'Back-off pulling image "registry.example.com/shop/cart:9.9"'
+    assert pulls.waiting("cart", "ImagePullBackOff", backoff) == outcome(held=1)
+    assert pulls.waiting("cart", "ImagePullBackOff", backoff, 0.5) == outcome(held=1)
+    missing = (
+        'rpc error: code = NotFound desc = failed to pull and unpack image "registry.example.com'
+        '/shop/cart:9.9": failed to resolve reference "registry.example.com/shop/cart:9.9": '
+        "registry.example.com/shop/cart:9.9: not found"
+    )
+    assert pulls.waiting("cart", "ErrImagePull", missing, 1) == outcome(fired=1)
+    assert len(agent.messages()) == 1
+
+
+def test_a_pull_whose_cause_is_never_named_opens_once_the_wait_is_over(
+    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
+) -> None:
+    """The wait is the hold's ``for`` (2m for image-pull-failed), from khook's first such
+    signal of the pod; then it is the conservative ``unknown``: per workload, at once."""
+    pulls = Pulls(make_function(hooks=(pulls_hook(tmp_path),), dedup="memory"))
+    assert pulls.event("Failed", "Error: ErrImagePull", "cart", 0) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ImagePullBackOff", "cart", 1.9) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ImagePullBackOff", "cart", 2, count=2) == outcome(fired=1)
+    (message,) = agent.messages()
+    assert "unknown" in message.text
+
+
 def test_the_status_shows_held_and_open_incidents_with_their_cause(
     agent: A2AAgentServer,
 ) -> None:

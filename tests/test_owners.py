@@ -358,6 +358,25 @@ def test_causeless_pull_events_inherit_the_pods_cause() -> None:
     assert memory.pull_cause("shop", "web-1").pull_class == "not-found"  # type: ignore[union-attr]
 
 
+def test_a_pod_failing_to_pull_without_a_cause_is_remembered_since_its_first_such_signal() -> None:
+    memory = OwnerMemory()
+    t0 = datetime(2026, 11, 23, 9, 20, tzinfo=UTC)
+    first = memory.pull_cause_for("shop", "web-1", "Error: ErrImagePull", TABLE, at=t0)
+    later = memory.pull_cause_for(
+        "shop", "web-1", "Error: ImagePullBackOff", TABLE, at=t0 + timedelta(minutes=3)
+    )
+    assert first.unstated_since == later.unstated_since == t0
+    assert (later.pull_class, later.transient) == ("unknown", False)
+    named = memory.pull_cause_for(
+        "shop", "web-1", 'Failed to pull image "a:1": 429 Too Many Requests', TABLE, at=t0
+    )
+    assert named.unstated_since is None and named.pull_class == "rate-limited"
+    after = memory.pull_cause_for("shop", "web-1", "Error: ErrImagePull", TABLE, at=t0)
+    assert after == named, "once named, the cause is inherited, not waited for"
+    nameless = memory.pull_cause_for("shop", "", "Error: ErrImagePull", TABLE, at=t0)
+    assert nameless.unstated_since is None, "a pod khook cannot remember waits for nothing"
+
+
 def test_pull_cause_and_pod_facts_share_one_entry() -> None:
     memory = OwnerMemory()
     memory.observe_pod(pod("db-0", owners=[owner("StatefulSet", "db")], node="worker-2"))

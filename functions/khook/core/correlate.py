@@ -31,6 +31,10 @@ from khook.core.incident import DedupKey
 from khook.core.objects import ObjectRef
 from khook.core.registry import PullFailure
 
+# The longest a failing pull waits for a message naming its cause: kubelet retries a pull at
+# least every 5 minutes (its longest image back-off), and each attempt's Failed Event names it.
+CAUSE_WAIT = timedelta(minutes=5)
+
 NODE_FAMILY = "node-not-ready"
 IMAGE_PULL = "image-pull-failed"
 
@@ -66,7 +70,8 @@ class Incident:
 @dataclass(frozen=True)
 class Explained:
     """A detection that opens nothing: its cause is already an incident the Hook cannot see
-    or does not list (a pod on a NotReady node)."""
+    or does not list (a pod on a NotReady node), or is still to be named (a failing pull of
+    a pod no message has said the cause of yet). Held, nothing stored."""
 
     config: EventConfiguration
     detection: Detection
@@ -113,6 +118,15 @@ def correlate(
     # is decided alike.
     own = hook.configuration(detection.event_type) or config
     hold = _hold(rule, own)
+    waited = _cause_wait(pull, hold, event)
+    if waited is not None:
+        return Explained(
+            config,
+            detection,
+            key,
+            f"no message has named the cause of this failing pull yet: held up to {waited} "
+            "for the one that will (kubelet names it on its next pull attempt)",
+        )
     holdable = hold is not None and not (
         rule is not None and rule.transient_only and not (pull is not None and pull.transient)
     )
@@ -160,6 +174,27 @@ def _group(
         if owner is not None:
             return event.namespace, owner.display
     return event.namespace, event.involved.display
+
+
+def _cause_wait(pull: PullFailure | None, hold: Hold | None, event: ClusterEvent) -> str | None:
+    """How long (shown) a failing pull whose cause no message has named yet is still held:
+    for its hold's ``for``, at most CAUSE_WAIT, from khook's first such signal of the pod. In
+    a registry outage a pod's first signals may state no cause (khook started, or the source
+    re-listed its Events in no order, mid-storm); kubelet's next pull attempt names it, and
+    puts the pod in the outage's incident (or, a terminal cause, in its own, at once). None:
+    not held for that (a named cause, a Hook with no hold, or the wait is over: then it is
+    the conservative ``unknown``, per workload)."""
+    if pull is None or pull.unstated_since is None or hold is None:
+        return None
+    wait = min(hold.hold_for, CAUSE_WAIT)
+    if event.observed_at - pull.unstated_since >= wait:
+        return None
+    return _shown(wait)
+
+
+def _shown(wait: timedelta) -> str:
+    seconds = int(wait.total_seconds())
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
 
 
 def _hold(rule: HoldRule | None, config: EventConfiguration) -> Hold | None:

@@ -69,7 +69,12 @@ class ObjectMemory:
         ref = event.involved
         image = _image_of(event, detection.signal.container)
         return self.owners.pull_cause_for(
-            ref.namespace, ref.name, detection.signal.message, self.table, image
+            ref.namespace,
+            ref.name,
+            detection.signal.message,
+            self.table,
+            image,
+            at=event.observed_at,
         )
 
 

@@ -160,6 +160,7 @@ class PodFacts:
     seen: bool = False  # the Pod itself passed through: ``workload`` is known (None: none)
     node: str = ""  # spec.nodeName
     pull: PullFailure | None = None  # the cause of its last failing image pull
+    causeless_since: datetime | None = None  # its first failing pull whose cause was unknown
 
 
 class OwnerMemory:
@@ -228,11 +229,19 @@ class OwnerMemory:
         return facts.pull if facts is not None else None
 
     def pull_cause_for(
-        self, namespace: str, name: str, message: str, table: CorrelationTable, image: str = ""
+        self,
+        namespace: str,
+        name: str,
+        message: str,
+        table: CorrelationTable,
+        image: str = "",
+        *,
+        at: datetime | None = None,
     ) -> PullFailure:
         """The cause of a failing pull of this pod: the one ``message`` states (remembered for
-        the pod's later messages), else the one remembered from an earlier message, else the
-        conservative ``unknown`` (per workload, fires)."""
+        the pod's later messages), else the one remembered from an earlier message, else
+        ``unknown`` (per workload, fires), with since when (``at`` the first time) the pod has
+        failed to pull without a cause khook knows (see khook.core.correlate)."""
         stated = classify_pull(message, table, image)
         if stated is not None:
             self.remember_pull(namespace, name, stated)
@@ -241,7 +250,19 @@ class OwnerMemory:
         if remembered is not None:
             return remembered
         reference = image_in(message) or (image if isinstance(image, str) else "")
-        return PullFailure(reference, registry_of(reference), UNKNOWN, False, "")
+        since = self._causeless_since(namespace, name, at)
+        return PullFailure(reference, registry_of(reference), UNKNOWN, False, "", since)
+
+    def _causeless_since(self, namespace: str, name: str, at: datetime | None) -> datetime | None:
+        key = _pod_key(namespace, name)
+        if key is None or at is None:
+            return None  # since when cannot be told: nothing waits for its cause
+        with self._update:
+            facts = self._pods.get(key) or PodFacts()
+            if facts.causeless_since is None:
+                facts = replace(facts, causeless_since=at)
+                self._pods.put(key, facts)
+            return facts.causeless_since
 
     def pods_remembered(self) -> int:
         return len(self._pods)

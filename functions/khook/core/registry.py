@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from khook.core.correlation import CorrelationTable, first_match, searchable
 
@@ -48,6 +49,10 @@ class PullFailure:
     pull_class: str  # from the table's pullErrors, or "unknown"
     transient: bool  # transient classes correlate across workloads (per registry)
     detail: str  # the phrase that matched, e.g. "429 Too Many Requests" (capped, printable)
+    # When no message has named the cause yet ("unknown" stands in): since when khook has
+    # seen the pod fail to pull without one. None: a message named it (or since when is not
+    # known; nothing then waits for it, see khook.core.correlate).
+    unstated_since: datetime | None = None
 
 
 def image_in(message: str) -> str:
