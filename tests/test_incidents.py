@@ -355,9 +355,10 @@ class Pulls:
         return self.send(failing, minutes)
 
 
-def pulls_hook(tmp_path: Path) -> str:
+def pulls_hook(tmp_path: Path, **options: Any) -> str:
     path = tmp_path / "hooks.yaml"
-    path.write_text(yaml.safe_dump(hook_doc("default", "pulls", config("image-pull-failed"))))
+    doc = hook_doc("default", "pulls", config("image-pull-failed", **options))
+    path.write_text(yaml.safe_dump(doc))
     return str(path)
 
 
@@ -420,6 +421,34 @@ def test_a_pull_whose_cause_is_never_named_opens_once_the_wait_is_over(
     assert pulls.event("Failed", "Error: ImagePullBackOff", "cart", 2, count=2) == outcome(fired=1)
     (message,) = agent.messages()
     assert "unknown" in message.text
+
+
+def test_a_pull_waits_for_its_cause_five_minutes_at_most_and_not_at_all_without_a_hold(
+    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
+) -> None:
+    long = Pulls(make_function(hooks=(pulls_hook(tmp_path, **{"for": "10m"}),), dedup="memory"))
+    assert long.event("Failed", "Error: ErrImagePull", "cart", 0) == outcome(held=1)
+    assert long.event("Failed", "Error: ErrImagePull", "cart", 4.9) == outcome(held=1)
+    assert long.event("Failed", "Error: ErrImagePull", "cart", 5, count=2) == outcome(fired=1)
+    at_once = tmp_path / "at-once"
+    at_once.mkdir()
+    none = Pulls(make_function(hooks=(pulls_hook(at_once, minCount=1),), dedup="memory"))
+    assert none.event("Failed", "Error: ErrImagePull", "web", 0) == outcome(fired=1)
+
+
+def test_a_pod_waits_again_only_in_a_new_spell_and_from_its_earliest_signal(
+    make_function: FunctionFactory, agent: A2AAgentServer, tmp_path: Path
+) -> None:
+    pulls = Pulls(make_function(hooks=(pulls_hook(tmp_path),), dedup="memory"))
+    # One signal stamped a day ahead, then the pod's real ones: the wait is from the earliest.
+    assert pulls.event("Failed", "Error: ErrImagePull", "cart", 24 * 60) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ErrImagePull", "cart", 0) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ErrImagePull", "cart", 2.5, count=2) == outcome(fired=1)
+    pulls = Pulls(make_function(hooks=(pulls_hook(tmp_path),), dedup="memory"))
+    assert pulls.event("Failed", "Error: ErrImagePull", "web", 0) == outcome(held=1)
+    # Healed, then failing again 10 hours later: a new spell, which waits again.
+    assert pulls.event("Failed", "Error: ErrImagePull", "web", 600, count=5) == outcome(held=1)
+    assert pulls.event("Failed", "Error: ErrImagePull", "web", 602, count=6) == outcome(fired=1)
 
 
 def test_the_status_shows_held_and_open_incidents_with_their_cause(

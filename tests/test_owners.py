@@ -358,6 +358,20 @@ def test_causeless_pull_events_inherit_the_pods_cause() -> None:
     assert memory.pull_cause("shop", "web-1").pull_class == "not-found"  # type: ignore[union-attr]
 
 
+def test_a_full_memory_starts_no_wait_for_a_pod_it_does_not_hold() -> None:
+    """A pod forgotten (or never seen) while the memory is full waits for no cause: its
+    spell must not begin again each time it is pushed out, nor push out another pod's."""
+    memory = OwnerMemory(max_pods=2)
+    t0 = datetime(2026, 11, 23, 9, 20, tzinfo=UTC)
+    for name in ("web-1", "web-2"):
+        memory.observe_pod({"metadata": {"namespace": "shop", "name": name}})
+    held = memory.pull_cause_for("shop", "web-1", "Error: ErrImagePull", TABLE, at=t0)
+    assert held.unstated_since == t0, "a pod the memory holds waits"
+    other = memory.pull_cause_for("shop", "web-3", "Error: ErrImagePull", TABLE, at=t0)
+    assert other.unstated_since is None
+    assert memory.pods_remembered() == 2
+
+
 def test_a_pod_failing_to_pull_without_a_cause_is_remembered_since_its_first_such_signal() -> None:
     memory = OwnerMemory()
     t0 = datetime(2026, 11, 23, 9, 20, tzinfo=UTC)

@@ -29,11 +29,10 @@ from khook.core.hook_fields import MAX_HOLD_FOR, FollowUps
 from khook.core.hooks import EventConfiguration, GroupBy, Hook
 from khook.core.incident import DedupKey
 from khook.core.objects import ObjectRef
-from khook.core.registry import PullFailure
+from khook.core.registry import PULL_RETRY, PullFailure
 
-# The longest a failing pull waits for a message naming its cause: kubelet retries a pull at
-# least every 5 minutes (its longest image back-off), and each attempt's Failed Event names it.
-CAUSE_WAIT = timedelta(minutes=5)
+# The longest a failing pull waits for a message naming its cause: kubelet's next attempt.
+CAUSE_WAIT = PULL_RETRY
 
 NODE_FAMILY = "node-not-ready"
 IMAGE_PULL = "image-pull-failed"

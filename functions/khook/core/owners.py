@@ -34,7 +34,14 @@ from khook.core.objects import (
     get_str,
     parse_time,
 )
-from khook.core.registry import UNKNOWN, PullFailure, classify_pull, image_in, registry_of
+from khook.core.registry import (
+    PULL_RETRY,
+    UNKNOWN,
+    PullFailure,
+    classify_pull,
+    image_in,
+    registry_of,
+)
 
 MAX_PODS = 10_000  # pods whose workload, node and pull cause are remembered (LRU)
 MAX_NODES = 5_000  # NotReady nodes remembered (Kubernetes supports 5,000 nodes a cluster)
@@ -160,7 +167,10 @@ class PodFacts:
     seen: bool = False  # the Pod itself passed through: ``workload`` is known (None: none)
     node: str = ""  # spec.nodeName
     pull: PullFailure | None = None  # the cause of its last failing image pull
-    causeless_since: datetime | None = None  # its first failing pull whose cause was unknown
+    # Its current spell of failing pulls whose cause no message named: since (the earliest
+    # signal's time) and the latest signal's time.
+    causeless_since: datetime | None = None
+    causeless_last: datetime | None = None
 
 
 class OwnerMemory:
@@ -254,15 +264,26 @@ class OwnerMemory:
         return PullFailure(reference, registry_of(reference), UNKNOWN, False, "", since)
 
     def _causeless_since(self, namespace: str, name: str, at: datetime | None) -> datetime | None:
+        """Since when this pod's pulls have failed with no cause named: the earliest time of
+        its current spell, one that a gap longer than PULL_RETRY (kubelet retries a failing
+        pull at least that often) ends. None, so nothing waits for a cause, when that cannot
+        be told: no time, not a pod name, or a pod not remembered while the memory is full
+        (its spell forgotten with it: it must not begin again, nor push out another pod's)."""
         key = _pod_key(namespace, name)
         if key is None or at is None:
-            return None  # since when cannot be told: nothing waits for its cause
+            return None
         with self._update:
-            facts = self._pods.get(key) or PodFacts()
-            if facts.causeless_since is None:
-                facts = replace(facts, causeless_since=at)
-                self._pods.put(key, facts)
-            return facts.causeless_since
+            facts = self._pods.get(key)
+            if facts is None and len(self._pods) >= self._pods.limit:
+                return None
+            facts = facts or PodFacts()
+            since, last = facts.causeless_since, facts.causeless_last
+            if since is None or last is None or at - last > PULL_RETRY:
+                since = last = at  # a new spell
+            else:
+                since, last = min(since, at), max(last, at)
+            self._pods.put(key, replace(facts, causeless_since=since, causeless_last=last))
+            return since
 
     def pods_remembered(self) -> int:
         return len(self._pods)

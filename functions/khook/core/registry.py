@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from khook.core.correlation import CorrelationTable, first_match, searchable
 
+# kubelet retries a failing pull at least this often (its longest image back-off), and each
+# attempt's Failed Event names the cause.
+PULL_RETRY = timedelta(minutes=5)
 MAX_EXAMINED = 4_096  # characters of a message that are examined (patterns.SEARCH_LIMIT)
 MEMO_LIMIT = 1_024  # answers remembered per table: keys of at most ~4.3 MiB in all
 MAX_IMAGE_LENGTH = 512  # a reference: name <= 255, tag <= 128, digest <= 135 (sha512)
