@@ -297,6 +297,11 @@ def test_events_about_pods_of_one_deployment_are_one_incident(
     assert len(agent.messages()) == 1
     assert 'owner: "Deployment/web"' in agent.messages()[0].text
     assert "affectedTotal: 3" in agent.messages()[0].text
+    assert fn.pipeline is not None
+    fn.pipeline.flush()
+    (held,) = [e for e in kube.events_on("default", "pods") if e.reason == "IncidentHeld"]
+    assert held.count == 2
+    assert held.message == "Held 2 signal(s) of pod-restart for Deployment/web: no session yet"
 
 
 # ---- status, Kubernetes Events, resolution -------------------------------------------------

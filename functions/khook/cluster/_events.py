@@ -27,7 +27,8 @@ DUPLICATE = "DuplicateEventIgnored"
 HELD = "IncidentHeld"
 AGGREGATED = {
     DUPLICATE: "Ignored {total} duplicate(s) of {type} for {group}: already firing",
-    HELD: "Held {total} signal(s) of {type} for {group}: below its threshold, no session yet",
+    # Below its threshold, or waiting for what explains it (a pull's cause, a lost node).
+    HELD: "Held {total} signal(s) of {type} for {group}: no session yet",
 }
 
 
