@@ -177,7 +177,8 @@ def _group(
 
 def _cause_wait(pull: PullFailure | None, hold: Hold | None, event: ClusterEvent) -> str | None:
     """How long (shown) a failing pull whose cause no message has named yet is still held:
-    for its hold's ``for``, at most CAUSE_WAIT, from khook's first such signal of the pod. In
+    for its hold's ``for``, at most CAUSE_WAIT, from the pod's earliest such signal (of its
+    current spell: see OwnerMemory.pull_cause_for). In
     a registry outage a pod's first signals may state no cause (khook started, or the source
     re-listed its Events in no order, mid-storm); kubelet's next pull attempt names it, and
     puts the pod in the outage's incident (or, a terminal cause, in its own, at once). None:

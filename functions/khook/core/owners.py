@@ -250,8 +250,9 @@ class OwnerMemory:
     ) -> PullFailure:
         """The cause of a failing pull of this pod: the one ``message`` states (remembered for
         the pod's later messages), else the one remembered from an earlier message, else
-        ``unknown`` (per workload, fires), with since when (``at`` the first time) the pod has
-        failed to pull without a cause khook knows (see khook.core.correlate)."""
+        ``unknown`` (per workload, fires), with since when the pod has failed to pull without
+        a cause khook knows (``at``: this signal's time; see _causeless_since and
+        khook.core.correlate)."""
         stated = classify_pull(message, table, image)
         if stated is not None:
             self.remember_pull(namespace, name, stated)
