@@ -24,6 +24,7 @@ from datetime import timedelta
 from khook.core.classify import Detection
 from khook.core.correlation import CorrelationTable, HoldRule
 from khook.core.dedup import Hold, Policy, Sighting
+from khook.core.durations import show_duration
 from khook.core.events import ClusterEvent
 from khook.core.hook_fields import MAX_HOLD_FOR, FollowUps
 from khook.core.hooks import EventConfiguration, GroupBy, Hook
@@ -189,12 +190,7 @@ def _cause_wait(pull: PullFailure | None, hold: Hold | None, event: ClusterEvent
     wait = min(hold.hold_for, CAUSE_WAIT)
     if event.observed_at - pull.unstated_since >= wait:
         return None
-    return _shown(wait)
-
-
-def _shown(wait: timedelta) -> str:
-    seconds = int(wait.total_seconds())
-    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+    return show_duration(wait)
 
 
 def _hold(rule: HoldRule | None, config: EventConfiguration) -> Hold | None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from khook.core.durations import show_duration
 from khook.core.incident import (
     DETAIL_LIMIT,
     FAILING_MEMORY,
@@ -119,8 +120,8 @@ def stale(
     if occurred_at is None or observed_at - occurred_at <= max_signal_age:
         return None
     return (
-        f"the signal was {_age(observed_at - occurred_at)} old when observed, older than "
-        f"the {_age(max_signal_age)} a signal may be (KHOOK_MAX_SIGNAL_AGE): not news"
+        f"the signal was {show_duration(observed_at - occurred_at)} old when observed, older than "
+        f"the {show_duration(max_signal_age)} a signal may be (KHOOK_MAX_SIGNAL_AGE): not news"
     )
 
 
@@ -231,7 +232,7 @@ def _held_reason(record: Record, policy: Policy) -> str:
     most = max((n for _, n in record.failing), default=0)
     return (
         f"held: {len(record.failing)} object(s) failing, at most {most} time(s); opens at "
-        f"{hold.min_count}, or after {_age(hold.hold_for)}"
+        f"{hold.min_count}, or after {show_duration(hold.hold_for)}"
     )
 
 
@@ -352,16 +353,3 @@ def resolve(current: Record | None, resource: str, now: datetime) -> Decision | 
         return Decision(Verdict.RESOLVED, done, f"{resource} is healthy again")
     healed = replace(current, failing=(), state=State.RESOLVED)
     return Decision(Verdict.HEALED, healed, "every object recovered before the threshold")
-
-
-def _age(delta: timedelta) -> str:
-    """``2d3h``, ``5h``, ``2h30m``, ``15m``, ``45s``: the two largest units, as people say it."""
-    seconds = int(delta.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    while len(parts) > 1 and parts[0][0] == 0:
-        parts.pop(0)
-    shown = [f"{n}{unit}" for n, unit in parts[:2] if n]
-    return "".join(shown) or "0s"

@@ -1,4 +1,5 @@
-"""Durations in the form Kubernetes users write them: Go's ``10m``, ``1h30m``, ``90s``."""
+"""Durations in the form Kubernetes users write them: Go's ``10m``, ``1h30m``, ``90s``, read
+and shown."""
 
 from __future__ import annotations
 
@@ -29,3 +30,16 @@ def parse_duration(text: str) -> timedelta:
     if pos != len(raw):
         raise DurationError(f"invalid duration {text!r}: use forms like 30s, 10m, 1h30m")
     return timedelta(seconds=total)
+
+
+def show_duration(delta: timedelta) -> str:
+    """``2d3h``, ``5h``, ``2h30m``, ``15m``, ``45s``: the two largest units, as people say it."""
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    while len(parts) > 1 and parts[0][0] == 0:
+        parts.pop(0)
+    shown = [f"{n}{unit}" for n, unit in parts[:2] if n]
+    return "".join(shown) or "0s"
