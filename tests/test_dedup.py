@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing
 import threading
@@ -22,7 +23,7 @@ from khook.core.dedup import (
     decide,
     tally,
 )
-from khook.core.incident import BUDGET_TYPE
+from khook.core.incident import BUDGET_TYPE, State, evolve
 from khook.core.settle import confirm
 from khook.stores import (
     CachedRecords,
@@ -106,6 +107,41 @@ def test_never_two_firings_inside_one_window(steps: list[tuple[int, int]]) -> No
             fired_at.append(now)
     assert fired_at, "the first observation always fires"
     assert all(b - a >= WINDOW for a, b in itertools.pairwise(fired_at))
+
+
+_CHANGES = st.fixed_dictionaries(
+    {},
+    optional={
+        "count": st.integers(0, 10**6),
+        "state": st.sampled_from(State),
+        "holder": st.text(max_size=5),
+        "last_seen": st.datetimes(timezones=st.just(UTC)),
+        "resources": st.lists(st.text(max_size=5), max_size=3).map(tuple),
+        "failing": st.lists(st.tuples(st.text(max_size=5), st.integers(0, 9)), max_size=3).map(
+            tuple
+        ),
+        "started_at": st.none() | st.datetimes(timezones=st.just(UTC)),
+        "task_state": st.text(max_size=5),
+    },
+)
+
+
+@given(_CHANGES, _CHANGES)
+def test_evolve_makes_what_replace_makes(first: dict[str, object], then: dict[str, object]) -> None:
+    """evolve() (Record's replace without its frozen __init__) against dataclasses.replace,
+    twice over: equal records, the original untouched, a record that is still frozen."""
+    record = Record(KEY, T0, T0, T0, WINDOW, 1, "t", occurrences=("a",))
+    made = evolve(evolve(record, **first), **then)
+    assert made == dataclasses.replace(dataclasses.replace(record, **first), **then)  # type: ignore[arg-type]
+    assert record == Record(KEY, T0, T0, T0, WINDOW, 1, "t", occurrences=("a",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.count = 2  # type: ignore[misc]
+
+
+def test_evolve_refuses_a_name_that_is_no_field() -> None:
+    record = Record(KEY, T0, T0, T0, WINDOW, 1, "t")
+    with pytest.raises(TypeError, match="coutn"):
+        evolve(record, coutn=2)
 
 
 @settings(max_examples=200)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from contextvars import copy_context
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,24 @@ def test_gunicorns_settings_khook_relies_on_exist() -> None:
         for name, value in before.items():
             known[name].default = value
     assert gunicorn.config.Config().logger_class is not serving.JSONLogger
+
+
+def test_a_line_is_compact_json_whatever_its_fields_hold() -> None:
+    """orjson writes a line; what it cannot write (an int past 64 bits, a key that is no
+    string) the standard library writes; a datetime or anything else shows as its str()
+    either way. A line is never lost to a field."""
+    when = datetime(2026, 12, 5, 11, 0, tzinfo=UTC)
+    plain = {"msg": "é \u2028 x", "n": 1, "t": when, "set": {1}, "ok": True, "f": 1.5}
+    line = logs.json_line(plain)
+    assert "\n" not in line and ", " not in line and '": ' not in line
+    assert json.loads(line) == {
+        "msg": "é \u2028 x",
+        "n": 1,
+        "t": str(when),
+        "set": "{1}",
+        "ok": True,
+        "f": 1.5,
+    }
+    huge = {"n": 2**70, 3: "three", "t": when}
+    assert json.loads(logs.json_line(huge)) == {"n": 2**70, "3": "three", "t": str(when)}
+    assert "\n" not in logs.json_line(huge) and ", " not in logs.json_line(huge)

@@ -40,7 +40,7 @@ HOOK = "default/pod-incidents"
 
 
 def dry_run_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
-    return [line for line in capsys.readouterr().out.splitlines() if '"dryRun": true' in line]
+    return [line for line in capsys.readouterr().out.splitlines() if '"dryRun":true' in line]
 
 
 def test_a_new_incident_opens_its_session_while_every_worker_is_busy(

@@ -20,6 +20,8 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
+
 _FIELDS = "khook_fields"
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # Fields worked out only when a line is written: most events are answered without one, and
@@ -27,8 +29,23 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 _lazy: ContextVar[LazyFields | None] = ContextVar("khook_lazy_log_fields", default=None)
 
 
-# One encoder for every line: json.dumps with arguments builds one per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+# What orjson cannot write (an int past 64 bits, a key that is not a string) the standard
+# library's encoder writes, as every line was before orjson: str() of anything else. orjson's
+# own forms of datetimes and dataclasses are passed to that str() too, so a field shows the same
+# whichever encoder wrote the line.
+_FALLBACK = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def json_line(value: Any) -> str:
+    """``value`` as one compact line of JSON (no newline in it), UTF-8 characters as they
+    are: khook's log lines and its dry-run agent's requests. orjson writes a line in a tenth
+    of the standard library's time; these lines are most of what a new incident costs past
+    deciding it."""
+    try:
+        return orjson.dumps(value, default=str, option=_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return _FALLBACK.encode(value)
 
 
 class LazyFields(Protocol):
@@ -51,7 +68,7 @@ class JSONFormatter(logging.Formatter):
             entry["error"] = self.formatException(record.exc_info)
         elif record.stack_info:
             entry["stack"] = record.stack_info
-        return _ENCODER.encode(entry)
+        return json_line(entry)
 
 
 def configure(level: str = "INFO") -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import uuid
@@ -14,12 +13,12 @@ from khook.agent._protocol import (
     HTTPRequest,
     build_http_request,
 )
+from khook.logs import json_line
 from khook.settings import DEFAULT_USER_ID
 
 logger = logging.getLogger("khook.agent")
 
 DRY_RUN_BASE_URL = "http://kagent-controller.kagent.svc.cluster.local:8083"
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps with arguments makes one a call
 
 
 class DryRunClient:
@@ -54,7 +53,7 @@ class DryRunClient:
         line = {"dryRun": True, "agent": request.agent.id}
         line.update(self.http_request(request).redacted())
         out = self._out or sys.stdout
-        out.write(_ENCODER.encode(line) + "\n")
+        out.write(json_line(line) + "\n")
         out.flush()
         # Derived from the message id: a replay of the same events prints the same ids.
         made_up = f"dry-run-{uuid.uuid5(uuid.NAMESPACE_URL, request.message_id)}"

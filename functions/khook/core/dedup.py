@@ -11,7 +11,7 @@ and a signal that was already older than ``max_signal_age`` when it was observed
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -26,6 +26,7 @@ from khook.core.incident import (
     DedupKey,
     Record,
     State,
+    evolve,
     remember,
 )
 
@@ -168,10 +169,10 @@ def decide(
         return Decision(Verdict.HELD, counted, _held_reason(counted, policy))
     changes = list(material(previous.reported, counted))
     if previous.state is State.RESOLVED:
-        counted = replace(counted, state=State.FIRING)  # it recurred inside its window
+        counted = evolve(counted, state=State.FIRING)  # it recurred inside its window
         changes.insert(0, "it recurred after it had recovered")
     if changes and _may_follow_up(previous, policy, now):
-        sending = replace(
+        sending = evolve(
             counted,
             followups=counted.followups + 1,
             followed_at=now,
@@ -190,7 +191,7 @@ def tally(previous: Record | None, key: DedupKey, *, now: datetime, window: time
     and which cost every session it counted several copies of the record."""
     if previous is None or not _live(previous, now):
         return _begun(key, now, window, count=1, confirmed=True)
-    return replace(
+    return evolve(
         previous, last_seen=max(now, previous.last_seen), window=window, count=previous.count + 1
     )
 
@@ -262,7 +263,7 @@ def _begun(key: DedupKey, now: datetime, window: timedelta, **fields: Any) -> Re
 
 
 def _opened(record: Record, now: datetime, token: str) -> Record:
-    return replace(
+    return evolve(
         record,
         opened=True,
         state=State.FIRING,
@@ -291,7 +292,7 @@ def _counted(previous: Record, s: Sighting, now: datetime, policy: Policy) -> Re
     if s.workload and s.workload not in workloads:
         workloads, total = remember(workloads, s.workload, WORKLOAD_MEMORY), total + 1
     started = [t for t in (previous.started_at, s.started_at) if t is not None]
-    return replace(
+    return evolve(
         previous,
         last_seen=max(now, previous.last_seen),
         window=policy.window,
@@ -346,10 +347,10 @@ def resolve(current: Record | None, resource: str, now: datetime) -> Decision | 
         return None  # not one of its failing objects; or, in an old record, not its only one
     left = tuple(failing.items())
     if left:
-        updated = replace(current, failing=left)
+        updated = evolve(current, failing=left)
         return Decision(Verdict.DUPLICATE, updated, f"{resource} recovered; {len(left)} failing")
     if current.opened:
-        done = replace(current, failing=(), state=State.RESOLVED)
+        done = evolve(current, failing=(), state=State.RESOLVED)
         return Decision(Verdict.RESOLVED, done, f"{resource} is healthy again")
-    healed = replace(current, failing=(), state=State.RESOLVED)
+    healed = evolve(current, failing=(), state=State.RESOLVED)
     return Decision(Verdict.HEALED, healed, "every object recovered before the threshold")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -209,6 +209,23 @@ class Record:
             followup_holder=stored.field(incident, "followupHolder", str, ""),
             task_state=stored.field(incident, "taskState", str, ""),
         )
+
+
+_RECORD_FIELDS = frozenset(f.name for f in fields(Record))
+
+
+def evolve(record: Record, **changes: Any) -> Record:
+    """``dataclasses.replace(record, **changes)`` for a Record, in a tenth of its time: a
+    Record has no ``__post_init__`` and no init-only fields, so a copy of its fields with
+    ``changes`` is all replace() would make, but replace() builds it through the frozen
+    ``__init__`` (26 ``object.__setattr__`` calls). A new incident takes four of them. A name
+    that is no field is a TypeError, as replace() says."""
+    unknown = changes.keys() - _RECORD_FIELDS
+    if unknown:
+        raise TypeError(f"Record has no field {', '.join(sorted(unknown))}")
+    copy = object.__new__(Record)
+    vars(copy).update(vars(record), **changes)
+    return copy
 
 
 def open_sessions(records: list[Record], now: datetime) -> int:

@@ -4,7 +4,6 @@ folded into what the store holds. Pure functions; the stores only keep records."
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from khook.core.dedup import snapshot
@@ -15,6 +14,7 @@ from khook.core.incident import (
     WORKLOAD_MEMORY,
     Record,
     State,
+    evolve,
     remember,
 )
 
@@ -31,7 +31,7 @@ def confirm(
 ) -> Record:
     """The session opened: the agent accepted the incident's first message."""
     base = current if current is not None and owns(current, claimed) else claimed
-    return replace(
+    return evolve(
         base,
         confirmed=True,
         task_id=task_id,
@@ -48,7 +48,7 @@ def followed_up(
     follow-up's claim is no longer this one."""
     if current.followup_holder != token:
         return None
-    return replace(
+    return evolve(
         current,
         followup_holder="",
         reported=snapshot(current),
@@ -62,7 +62,7 @@ def unfollowed(current: Record, token: str, before: datetime | None) -> Record |
     """A follow-up failed: free its claim and its rate limit, so a later sighting tries again."""
     if current.followup_holder != token:
         return None
-    return replace(
+    return evolve(
         current, followup_holder="", followups=max(0, current.followups - 1), followed_at=before
     )
 
@@ -75,7 +75,7 @@ def expire(current: Record | None, now: datetime) -> Record | None:
         return None
     if current.opened and not current.confirmed:
         return None  # a claim that never became a session: nothing to announce
-    return replace(current, state=State.RESOLVED)
+    return evolve(current, state=State.RESOLVED)
 
 
 def merge(stored: Record, local: Record, base: Record) -> Record:
@@ -97,7 +97,7 @@ def merge(stored: Record, local: Record, base: Record) -> Record:
     for name, _ in base.failing:  # objects that recovered here since the last sync
         if name not in dict(local.failing):
             failing.pop(name, None)
-    return replace(
+    return evolve(
         stored,
         count=stored.count + max(0, local.count - base.count),
         last_seen=max(stored.last_seen, local.last_seen),
