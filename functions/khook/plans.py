@@ -12,9 +12,11 @@ from khook.core.dedup import DedupKey
 from khook.core.events import ClusterEvent, Reference
 from khook.core.hooks import Hook
 from khook.core.outcome import FiringResult, Outcome
+from khook.core.quick import quick_init
 from khook.files import HookSet
 
 
+@quick_init
 @dataclass(frozen=True)
 class Screened:
     """An event :meth:`Pipeline.screen` could not answer without I/O, and what it found;

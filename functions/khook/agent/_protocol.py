@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from khook.agent._identity import UserIdTemplateError, user_id_for
 from khook.agent._tasks import FAILED_STATES, refuses_ended_task, task_state
 from khook.core.hooks import AgentRef
+from khook.core.quick import quick_init
 from khook.core.reasons import AGENT_ERROR_KINDS
 
 VERSION_HEADER = "A2A-Version"
@@ -90,6 +91,7 @@ class AgentRequest:
     trace: Mapping[str, str] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True)
 class AgentResult:
     task_id: str  # the task the message went into ("" for a message answer outside a task)
@@ -105,6 +107,7 @@ class AgentResult:
     context_changed: bool = False
 
 
+@quick_init
 @dataclass(frozen=True)
 class HTTPRequest:
     method: str

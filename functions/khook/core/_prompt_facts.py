@@ -11,11 +11,13 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from khook.core.objects import format_time
+from khook.core.quick import quick_init
 from khook.core.text import MESSAGE_LIMIT, NAME_LIMIT, clean, clean_object, fence
 
 INCIDENT_LIST_LIMIT = 20  # objects and workloads named in a prompt (the totals count on)
 
 
+@quick_init
 @dataclass(frozen=True)
 class PromptFacts:
     """What khook knows about one firing; every string is fenced before a template sees it."""

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from khook.core.events import ClusterEvent
 from khook.core.objects import get_str
+from khook.core.quick import quick_init
 from khook.core.rules import Rule, RuleTable
 from khook.core.signals import Signal, Source, extract_signals
 
 
+@quick_init
 @dataclass(frozen=True)
 class Detection:
     """One signal recognised as an event type, and the rule that recognised it."""

@@ -30,6 +30,7 @@ from khook.core.hook_fields import MAX_HOLD_FOR, FollowUps
 from khook.core.hooks import EventConfiguration, GroupBy, Hook
 from khook.core.incident import DedupKey
 from khook.core.objects import ObjectRef
+from khook.core.quick import quick_init
 from khook.core.registry import PULL_RETRY, PullFailure
 
 # The longest a failing pull waits for a message naming its cause: kubelet's next attempt.
@@ -42,6 +43,7 @@ IMAGE_PULL = "image-pull-failed"
 Table = CorrelationTable
 
 
+@quick_init
 @dataclass(frozen=True)
 class Facts:
     """What the shell knows of the object beyond the event itself, from its bounded memories
@@ -54,6 +56,7 @@ class Facts:
     pull: PullFailure | None = None
 
 
+@quick_init
 @dataclass(frozen=True)
 class Incident:
     """One detection, placed: its incident's key, the configuration of the detection's own

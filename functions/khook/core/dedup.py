@@ -29,6 +29,7 @@ from khook.core.incident import (
     evolve,
     remember,
 )
+from khook.core.quick import quick_init
 
 __all__ = [
     "Decision",
@@ -60,6 +61,7 @@ class Hold:
     hold_for: timedelta
 
 
+@quick_init
 @dataclass(frozen=True)
 class Policy:
     """How one incident is decided: from its Hook configuration and the correlation table."""
@@ -75,6 +77,7 @@ class Policy:
         return self.ranks.index(event_type) if event_type in self.ranks else len(self.ranks)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Sighting:
     """One signal of one object, as the incident counts it."""
@@ -105,6 +108,7 @@ class Verdict(StrEnum):
     HEALED = "healed"  # a held incident is over before it opened: no session ever
 
 
+@quick_init
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from khook.core.objects import JSON, ObjectRef, controller_owner, get_str, parse_time
+from khook.core.quick import quick_init
 from khook.core.reasons import Code
 
 APISERVER_PREFIX = "dev.knative.apiserver."
@@ -47,6 +48,7 @@ class Action(StrEnum):
     OBSERVED = "observed"  # not from an ApiServerSource: a curl user, a test, another source
 
 
+@quick_init
 @dataclass(frozen=True)
 class Envelope:
     """A CloudEvent as the shell parsed it: its attributes (extensions included) and data."""
@@ -63,6 +65,7 @@ class Envelope:
         return self.attributes.get("id", "")
 
 
+@quick_init
 @dataclass(frozen=True)
 class ClusterEvent:
     """The facts khook acts on. ``involved`` is what the incident is about: the Event's

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from khook.core.classify import Detection
 from khook.core.events import ClusterEvent
 from khook.core.hooks import ALL_NAMESPACES, EventConfiguration, GroupBy, Hook
+from khook.core.quick import quick_init
 
 
+@quick_init
 @dataclass(frozen=True)
 class HookMatch:
     """One Hook configuration and the detections (one or more signals) that concern it."""

@@ -9,6 +9,7 @@ from khook.core.classify import Detection
 from khook.core.dedup import DedupKey, Record
 from khook.core.events import ClusterEvent
 from khook.core.hooks import EventConfiguration, Hook
+from khook.core.quick import quick_init
 from khook.core.reasons import Code, Reason
 
 
@@ -37,6 +38,7 @@ _PRECEDENCE = (
 _RANK = {status: rank for rank, status in enumerate(_PRECEDENCE)}
 
 
+@quick_init
 @dataclass(frozen=True)
 class FiringResult:
     hook: Hook
@@ -57,6 +59,7 @@ class FiringResult:
     failure: str = ""  # FAILED: one of reasons.FAILURE_CLASSES
 
 
+@quick_init
 @dataclass(frozen=True)
 class Counts:
     fired: int = 0
@@ -77,6 +80,7 @@ class Counts:
 _NO_COUNTS = Counts()
 
 
+@quick_init
 @dataclass(frozen=True)
 class Outcome:
     event_types: tuple[str, ...] = ()

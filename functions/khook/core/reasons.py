@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from khook.core.quick import quick_init
 from khook.core.text import fence
 
 TEXT_LIMIT = 400  # characters of text in a header: enough for a sentence and a few names
@@ -93,6 +94,7 @@ AGENT_ERROR_KINDS = (
 FAILURE_CLASSES = ("store", "render", "sandbox", *AGENT_ERROR_KINDS)
 
 
+@quick_init
 @dataclass(frozen=True)
 class Reason:
     code: Code

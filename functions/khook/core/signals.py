@@ -17,6 +17,7 @@ from typing import Any
 
 from khook.core.events import ClusterEvent
 from khook.core.objects import get_int, get_list, get_path, get_str, parse_time
+from khook.core.quick import quick_init
 
 # A Pod or Node yields at most this many signals of each sort, so that the cost of one object
 # is bounded whatever it holds (a real Pod has a handful of containers and conditions).
@@ -39,6 +40,7 @@ class SignalKind(StrEnum):
     POD_STATUS = "podStatus"
 
 
+@quick_init
 @dataclass(frozen=True)
 class Signal:
     source: Source

@@ -27,6 +27,7 @@ from khook.core.dedup import (
     tally,
 )
 from khook.core.incident import BUDGET_TYPE
+from khook.core.quick import quick_init
 from khook.core.settle import confirm, expire, followed_up, owns, unfollowed
 from khook.logs import log
 from khook.stores._base import DECLINE, KEEP, Change, ImmediateStore, Keep, RecordStore, StoreError
@@ -36,6 +37,7 @@ from khook.tokens import new_token
 logger = logging.getLogger("khook.dedup")
 
 
+@quick_init
 @dataclass(frozen=True)
 class Claim:
     key: DedupKey

@@ -1,0 +1,156 @@
+"""quick_init: a frozen dataclass made with one dict update makes the same object as the
+dataclass's own __init__, takes the same arguments, and is refused where it could not."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import InitVar, dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from khook.agent._protocol import AgentResult, HTTPRequest
+from khook.core._prompt_facts import PromptFacts
+from khook.core.classify import Detection
+from khook.core.correlate import Facts, Incident
+from khook.core.dedup import Decision, Policy, Sighting
+from khook.core.events import ClusterEvent, Envelope
+from khook.core.incident import Record
+from khook.core.match import HookMatch
+from khook.core.objects import ObjectRef
+from khook.core.outcome import Counts, FiringResult, Outcome
+from khook.core.owners import PodFacts
+from khook.core.quick import quick_init
+from khook.core.reasons import Reason
+from khook.core.signals import Signal
+from khook.plans import Screened
+from khook.stores._dedup import Claim
+
+
+@dataclass(frozen=True, order=True)
+class Plain:
+    kind: str
+    name: str
+    count: int = 0
+    tags: tuple[str, ...] = ()
+
+
+@quick_init
+@dataclass(frozen=True, order=True)
+class Quick:
+    kind: str
+    name: str
+    count: int = 0
+    tags: tuple[str, ...] = ()
+
+
+NAMES = ("kind", "name", "count", "tags")
+_ARGS = st.tuples(
+    st.text(max_size=4),
+    st.text(max_size=4),
+    st.integers(),
+    st.lists(st.text(max_size=2)).map(tuple),
+)
+
+
+@given(_ARGS, st.integers(0, 4))
+def test_the_same_object_as_the_dataclass_makes(args: tuple[Any, ...], positional: int) -> None:
+    by_position = args[:positional]
+    by_name = dict(zip(NAMES[positional:], args[positional:], strict=True))
+    quick, plain = Quick(*by_position, **by_name), Plain(*by_position, **by_name)
+    assert vars(quick) == vars(plain)
+    assert repr(quick) == repr(plain).replace("Plain", "Quick")
+    assert hash(quick) == hash(Quick(*args)) and quick == Quick(*args)
+    assert (quick < Quick("~", "")) == (plain < Plain("~", ""))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.count = 1  # type: ignore[misc]
+
+
+def test_defaults_and_wrong_calls_are_as_the_dataclass_says() -> None:
+    assert vars(Quick("Pod", "a")) == vars(Plain("Pod", "a"))
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((), {"kind": "Pod"}),
+        (("a", "b", 1, (), 5), {}),
+        (("a", "b"), {"nope": 1}),
+        (("a", "b"), {"kind": "c"}),
+    ]
+    for args, kwargs in calls:
+        with pytest.raises(TypeError) as plain:
+            Plain(*args, **kwargs)
+        with pytest.raises(TypeError) as quick:
+            Quick(*args, **kwargs)
+        assert str(quick.value).replace("Quick", "Plain") == str(plain.value)
+
+
+# The value types khook makes for every event (for a new incident, forty of them): they carry
+# quick_init for the instructions it saves (see khook.core.quick).
+HOT = (
+    ObjectRef, Envelope, ClusterEvent, Outcome, FiringResult, Counts, Reason, Facts, Incident,
+    Signal, Detection, Screened, HookMatch, Sighting, Policy, Decision, Claim, Record, PodFacts,
+    PromptFacts, HTTPRequest, AgentResult,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", HOT, ids=lambda cls: cls.__name__)
+def test_khooks_value_types_take_what_their_fields_say(cls: type) -> None:
+    init = vars(cls)["__init__"]  # its own, set on the class
+    assert "__dict__" in init.__code__.co_names  # made by quick_init
+    assert init.__qualname__ == f"{cls.__qualname__}.__init__"
+    taken = [
+        (p.name, p.kind, p.default)
+        for p in inspect.signature(init).parameters.values()
+        if p.name != "self"
+    ]
+    empty = inspect.Parameter.empty
+    assert taken == [
+        (
+            f.name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            empty if f.default is dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(cls)
+    ]
+
+
+def test_what_needs_its_own_init_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Later:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True)
+    class Made:
+        a: list[int] = field(default_factory=list)
+
+    @dataclass(frozen=True)
+    class Hidden:
+        a: int = field(init=False, default=0)
+
+    @dataclass(frozen=True)
+    class Named:
+        a: int = field(kw_only=True)
+
+    @dataclass(frozen=True)
+    class Passed:
+        a: int
+        b: InitVar[int]
+
+    @dataclass(frozen=True, slots=True)
+    class Slotted:
+        a: int
+
+    @dataclass
+    class Mutable:
+        a: int
+
+    class NotADataclass:
+        pass
+
+    for cls in (Later, Made, Hidden, Named, Passed, Slotted, Mutable, NotADataclass):
+        with pytest.raises(TypeError, match=cls.__name__):
+            quick_init(cls)
