@@ -85,13 +85,14 @@ def test_defaults_and_wrong_calls_are_as_the_dataclass_says() -> None:
         assert str(quick.value).replace("Quick", "Plain") == str(plain.value)
 
 
-# The value types khook makes for every event (for a new incident, forty of them): they carry
-# quick_init for the instructions it saves (see khook.core.quick).
+# The value types khook makes and drops for every event: they carry quick_init for the
+# instructions it saves; what khook keeps does not, for the memory (see khook.core.quick).
 HOT = (
-    ObjectRef, Envelope, ClusterEvent, Outcome, FiringResult, Counts, Reason, Facts, Incident,
-    Signal, Detection, Screened, HookMatch, Sighting, Policy, Decision, Claim, Record, PodFacts,
-    PromptFacts, HTTPRequest, AgentResult,
+    Envelope, ClusterEvent, Outcome, FiringResult, Counts, Reason, Facts, Incident, Signal,
+    Detection, Screened, HookMatch, Sighting, Policy, Decision, Claim, PromptFacts, HTTPRequest,
+    AgentResult,
 )  # fmt: skip
+KEPT = (Record, PodFacts, ObjectRef)
 
 
 @pytest.mark.parametrize("cls", HOT, ids=lambda cls: cls.__name__)
@@ -154,3 +155,11 @@ def test_what_needs_its_own_init_is_refused() -> None:
     for cls in (Later, Made, Hidden, Named, Passed, Slotted, Mutable, NotADataclass):
         with pytest.raises(TypeError, match=cls.__name__):
             quick_init(cls)
+
+
+@pytest.mark.parametrize("cls", KEPT, ids=lambda cls: cls.__name__)
+def test_what_khook_keeps_keeps_its_fields_inline(cls: type) -> None:
+    """It keeps its dataclass's own __init__, which on Python 3.11 leaves its fields inline:
+    a Record in 384 bytes, against 968 in the dictionary quick_init's __init__ makes (with
+    tracemalloc), 100,000 of them in the memory store."""
+    assert "__dict__" not in vars(cls)["__init__"].__code__.co_names

@@ -20,7 +20,6 @@ from enum import StrEnum
 from typing import Any
 
 from khook.core import stored
-from khook.core.quick import quick_init
 
 OCCURRENCE_MEMORY = 64
 RESOURCE_MEMORY = 32  # affected objects named in a record (the total counts on)
@@ -83,7 +82,6 @@ class State(StrEnum):
 _STATES = frozenset(s.value for s in State)
 
 
-@quick_init
 @dataclass(frozen=True)
 class Record:
     key: DedupKey

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from khook.core.quick import quick_init
-
 JSON = Mapping[str, Any]
 
 
@@ -87,7 +85,6 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@quick_init
 @dataclass(frozen=True, order=True)
 class ObjectRef:
     """Enough to name one Kubernetes object. ``namespace`` is empty for cluster-scoped kinds."""

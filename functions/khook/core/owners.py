@@ -34,7 +34,6 @@ from khook.core.objects import (
     get_str,
     parse_time,
 )
-from khook.core.quick import quick_init
 from khook.core.registry import (
     PULL_RETRY,
     UNKNOWN,
@@ -160,7 +159,6 @@ class Unread(Enum):
 UNREAD = Unread.UNREAD
 
 
-@quick_init
 @dataclass(frozen=True)
 class PodFacts:
     """What is remembered of one pod."""
