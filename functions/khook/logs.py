@@ -41,7 +41,8 @@ def json_line(value: Any) -> str:
     """``value`` as one compact line of JSON (no newline in it), UTF-8 characters as they
     are: khook's log lines and its dry-run agent's requests. orjson writes a line in a tenth
     of the standard library's time; these lines are most of what a new incident costs past
-    deciding it."""
+    deciding it. A float that is not a number (NaN, infinity) is written ``null`` (valid
+    JSON) by orjson, ``NaN`` by the fallback (as every line was before)."""
     try:
         return orjson.dumps(value, default=str, option=_OPTIONS).decode()
     except orjson.JSONEncodeError:
