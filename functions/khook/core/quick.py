@@ -27,7 +27,8 @@ def quick_init(cls: type[T]) -> type[T]:
     """Put over ``@dataclass(frozen=True)``. A class whose ``__init__`` does more than set
     its fields (``__post_init__``, a ``default_factory``, init-only or keyword-only fields,
     ``__slots__``) is refused with a TypeError when it is defined: its own ``__init__`` is
-    the one that knows how."""
+    the one that knows how. So is one with a ``ClassVar``, which this does not tell apart
+    from an ``InitVar`` (none of khook's value types has one)."""
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen:
         raise TypeError(f"{cls.__name__}: quick_init is for frozen dataclasses")
