@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from khook import metrics
+from khook.metrics._tally import CounterTally, HistogramTally
 from tests.support.events import ROOT
 
 OBSERVABILITY = ROOT / "config" / "observability"
@@ -48,8 +49,10 @@ def exported() -> dict[str, set[str]]:
     families = metrics._m().f
     names: dict[str, set[str]] = {}
     for family in vars(families).values():
-        # The label names a family was declared with (prometheus-client keeps them here).
-        labels = set(family._labelnames) | TARGET_LABELS
+        # The label names a family was declared with (a tally's labelnames; prometheus-client
+        # keeps its own in _labelnames).
+        tally = isinstance(family, CounterTally | HistogramTally)
+        labels = set(family.labelnames if tally else family._labelnames) | TARGET_LABELS
         for described in family.describe():
             suffixes = {
                 "counter": ("_total",),

@@ -2,7 +2,9 @@
 
 Every recording function here is cheap: label sets come from bounded closed sets or from the
 configuration, and each family's children are cached by their label values, so counting an
-event costs dictionary lookups and increments, never a new label set once warm. The metric
+event costs dictionary lookups and increments, never a new label set once warm. With metrics
+in memory (one worker), counters and histograms are tallies (khook.metrics._tally): plain
+numbers per thread, summed at a scrape. The metric
 families are made on first use (khook.metrics._families), in the process that records them:
 prometheus_client is imported only then, after gunicorn's master has told it, through the
 environment, whether its workers share their numbers (khook.metrics._process).
@@ -67,9 +69,10 @@ class _Children:
 
     __slots__ = ("_cache", "_family")
 
-    def __init__(self, family: Any) -> None:
+    def __init__(self, family: Any, *, unlabelled: bool = False) -> None:
         self._family = family
-        self._cache: dict[tuple[str, ...], Any] = {}
+        # A family without labels is its own child (its labels() would raise).
+        self._cache: dict[tuple[str, ...], Any] = {(): family} if unlabelled else {}
 
     def __call__(self, *values: str) -> Any:
         child = self._cache.get(values)
@@ -78,30 +81,37 @@ class _Children:
         return child
 
 
+def _children(family: Any, *, unlabelled: bool = False) -> Any:
+    """How a family's children are reached: a tally (khook.metrics._tally, the only callable
+    family) is its own per-thread cache; prometheus-client's families are cached here."""
+    return family if callable(family) else _Children(family, unlabelled=unlabelled)
+
+
 class _Metrics:
     """The families and their cached children."""
 
     def __init__(self, families: Families) -> None:
         self.f = families
-        self.go_events = _Children(families.go_events)
-        self.go_api_calls = _Children(families.go_api_calls)
-        self.go_api_duration = _Children(families.go_api_duration)
-        self.go_active = _Children(families.go_active)
-        self.requests = _Children(families.requests)
-        self.events = _Children(families.events)
-        self.sessions = _Children(families.sessions)
-        self.followups = _Children(families.followups)
-        self.overflows = _Children(families.overflows)
-        self.agent_duration = _Children(families.agent_duration)
-        self.agent_errors = _Children(families.agent_errors)
-        self.circuit = _Children(families.circuit)
-        self.circuit_opens = _Children(families.circuit_opens)
-        self.store_seconds = _Children(families.store_seconds)
-        self.store_conflicts = _Children(families.store_conflicts)
-        self.store_errors = _Children(families.store_errors)
-        self.hooks_not_in_force = _Children(families.hooks_not_in_force)
-        self.watch_restarts = _Children(families.watch_restarts)
-        self.watch_relists = _Children(families.watch_relists)
+        self.go_events = _children(families.go_events)
+        self.go_api_calls = _children(families.go_api_calls)
+        self.go_api_duration = _children(families.go_api_duration)
+        self.go_active = _children(families.go_active)
+        self.requests = _children(families.requests)
+        self.body_bytes = _children(families.body_bytes, unlabelled=True)
+        self.events = _children(families.events)
+        self.sessions = _children(families.sessions)
+        self.followups = _children(families.followups)
+        self.overflows = _children(families.overflows)
+        self.agent_duration = _children(families.agent_duration)
+        self.agent_errors = _children(families.agent_errors)
+        self.circuit = _children(families.circuit)
+        self.circuit_opens = _children(families.circuit_opens)
+        self.store_seconds = _children(families.store_seconds)
+        self.store_conflicts = _children(families.store_conflicts)
+        self.store_errors = _children(families.store_errors)
+        self.hooks_not_in_force = _children(families.hooks_not_in_force)
+        self.watch_restarts = _children(families.watch_restarts)
+        self.watch_relists = _children(families.watch_relists)
         self.active_hooks: set[tuple[str, str]] = set()  # Hooks the active gauge was set for
 
 
@@ -139,7 +149,7 @@ def answered(status: int, reason_header: str) -> None:
 
 
 def body_size(size: int) -> None:
-    _m().f.body_bytes.observe(size)
+    _m().body_bytes().observe(size)
 
 
 def scrape() -> bytes:

@@ -15,12 +15,15 @@ what is worst in any worker (a circuit breaker), counting only workers that are 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from khook.metrics._process import ENV
+from khook.metrics._tally import CounterTally, HistogramTally
 
 # An agent call may take KHOOK_AGENT_TIMEOUT (30 s by default) in all.
 AGENT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -37,24 +40,28 @@ AGENT = ("agent_namespace", "agent_name")
 class Families:
     """The metric families; one instance per process (khook.metrics makes it)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, shared: bool) -> None:
         r = registry
+        # Counters and histograms: prometheus-client's own in the workers' shared files, else
+        # tallies (khook.metrics._tally), cheaper to count in; gauges are prometheus-client's.
+        counter: Callable[..., Any] = Counter if shared else _counter_tally
+        histogram: Callable[..., Any] = Histogram if shared else _histogram_tally
         # ---- the Go khook's four names, with the meaning it gives them ---------------------
-        self.go_events = Counter(
+        self.go_events = counter(
             "kagent_hook_events_total",
             "Events processed: CloudEvents khook judged, by the first event type it "
             "classified them as (none: no type).",
             ["event_type"],
             registry=r,
         )
-        self.go_api_calls = Counter(
+        self.go_api_calls = counter(
             "kagent_hook_api_calls_total",
             "Kagent API calls: messages sent to an agent (a session's first message, a "
             "follow-up, a resolution), retries inside one call included in it.",
             [*AGENT, "result"],
             registry=r,
         )
-        self.go_api_duration = Histogram(
+        self.go_api_duration = histogram(
             "kagent_hook_api_call_duration_seconds",
             "Duration of Kagent API calls (each one whole call, retries included).",
             list(AGENT),
@@ -70,20 +77,20 @@ class Families:
             registry=r,
         )
         # ---- khook's own ------------------------------------------------------------------
-        self.requests = Counter(
+        self.requests = counter(
             "khook_requests_total",
             "HTTP requests to the event endpoint (not the probes or /metrics), by status "
             "class and reason code (X-Khook-Reason).",
             ["status_class", "reason"],
             registry=r,
         )
-        self.body_bytes = Histogram(
+        self.body_bytes = histogram(
             "khook_request_body_bytes",
             "Sizes of the request bodies read whole (within KHOOK_MAX_BODY_BYTES).",
             buckets=BODY_BUCKETS,
             registry=r,
         )
-        self.events = Counter(
+        self.events = counter(
             "khook_events_total",
             "What became of events: per incident (per Hook) an event touched, the state it "
             "came to (fired, followup, failed, held, duplicate, stale; as X-Khook-Outcome "
@@ -92,34 +99,34 @@ class Families:
             ["outcome", "reason", "event_type"],
             registry=r,
         )
-        self.sessions = Counter(
+        self.sessions = counter(
             "khook_sessions_opened_total",
             "Agent sessions opened: an incident's own, or the Hook's overflow session.",
             list(HOOK),
             registry=r,
         )
-        self.followups = Counter(
+        self.followups = counter(
             "khook_followups_sent_total",
             "Follow-ups the agent accepted into an open session (changes, resolutions, new "
             "incidents told to the overflow session).",
             list(HOOK),
             registry=r,
         )
-        self.overflows = Counter(
+        self.overflows = counter(
             "khook_overflows_total",
             "Incidents over the Hook's KHOOK_MAX_SESSIONS_PER_MINUTE that joined its overflow "
             "session.",
             list(HOOK),
             registry=r,
         )
-        self.agent_duration = Histogram(
+        self.agent_duration = histogram(
             "khook_agent_call_duration_seconds",
             "Duration of agent calls that reached the network, by A2A version and result.",
             ["a2a_version", "result"],
             buckets=AGENT_BUCKETS,
             registry=r,
         )
-        self.agent_errors = Counter(
+        self.agent_errors = counter(
             "khook_agent_errors_total",
             "Agent calls that failed, by error kind (circuit-open: refused by khook's "
             "breaker without a call) and A2A version.",
@@ -134,26 +141,26 @@ class Families:
             multiprocess_mode="livemax",
             registry=r,
         )
-        self.circuit_opens = Counter(
+        self.circuit_opens = counter(
             "khook_agent_circuit_opens_total",
             "Times a circuit opened (after 5 failures in a row, or a failed trial call).",
             list(AGENT),
             registry=r,
         )
-        self.store_seconds = Histogram(
+        self.store_seconds = histogram(
             "khook_store_decision_seconds",
             "Duration of one dedup store decision (an atomic read-modify-write of a record).",
             ["store"],
             buckets=STORE_BUCKETS,
             registry=r,
         )
-        self.store_conflicts = Counter(
+        self.store_conflicts = counter(
             "khook_store_conflicts_total",
             "409 answers in the Kubernetes stores (another replica wrote first: read again).",
             ["store"],
             registry=r,
         )
-        self.store_errors = Counter(
+        self.store_errors = counter(
             "khook_store_errors_total",
             "Dedup store operations that failed (the event is answered 503 and redelivered).",
             ["store"],
@@ -172,13 +179,13 @@ class Families:
             multiprocess_mode="livemax",
             registry=r,
         )
-        self.watch_restarts = Counter(
+        self.watch_restarts = counter(
             "khook_watch_restarts_total",
             "Watches that failed or were cut and were resumed after a backoff.",
             ["watch"],
             registry=r,
         )
-        self.watch_relists = Counter(
+        self.watch_relists = counter(
             "khook_watch_relists_total",
             "Watches whose history had expired (410 Gone): listed again.",
             ["watch"],
@@ -193,13 +200,34 @@ class Families:
         )
 
 
+def _counter_tally(
+    name: str, documentation: str, labelnames: Sequence[str] = (), *, registry: CollectorRegistry
+) -> CounterTally:
+    tally = CounterTally(name, documentation, labelnames)
+    registry.register(tally)
+    return tally
+
+
+def _histogram_tally(
+    name: str,
+    documentation: str,
+    labelnames: Sequence[str] = (),
+    *,
+    buckets: Sequence[float],
+    registry: CollectorRegistry,
+) -> HistogramTally:
+    tally = HistogramTally(name, documentation, labelnames, buckets)
+    registry.register(tally)
+    return tally
+
+
 def make() -> tuple[CollectorRegistry, Families]:
     """This process's registry and families."""
     # A _created series per counter and histogram would double what is scraped, and
     # multiprocess mode has none: the same series whatever WORKERS is.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=True)
-    return registry, Families(registry)
+    return registry, Families(registry, shared=bool(os.environ.get(ENV)))
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

@@ -1,0 +1,147 @@
+"""khook.metrics._tally: counters and histograms counted in plain numbers per thread must scrape
+as prometheus-client's own families do, lose nothing to threads, and not grow with them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import prometheus_client
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from khook.metrics._families import BODY_BUCKETS, STORE_BUCKETS
+from khook.metrics._tally import CounterTally, HistogramTally
+
+# khook's families are made with _created series off (khook.metrics._families.make).
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+LABELS = st.tuples(st.sampled_from(["a", "b", ""]), st.sampled_from(["x", "y"]))
+# Bounds themselves (a bucket counts what is equal to its bound), around them, and beyond.
+AMOUNTS = st.one_of(
+    st.sampled_from([0.0, *STORE_BUCKETS, *BODY_BUCKETS]),
+    st.floats(min_value=0, max_value=2e6, allow_nan=False),
+    st.integers(min_value=0, max_value=2_000_000).map(float),
+)
+# What is recorded: (labels, None) a counter increment, (labels, amount) an observation.
+STEPS = st.lists(st.tuples(LABELS, st.one_of(st.none(), AMOUNTS)), max_size=60)
+
+
+def pair() -> tuple[CollectorRegistry, CollectorRegistry, CounterTally, HistogramTally]:
+    """prometheus-client's registry with its own families, and one with the tallies."""
+    own, tallied = CollectorRegistry(), CollectorRegistry()
+    Counter("things_total", "Things.", ["k", "l"], registry=own)
+    Histogram("wait_seconds", "Waits.", ["k", "l"], buckets=STORE_BUCKETS, registry=own)
+    Histogram("size_bytes", "Sizes.", buckets=BODY_BUCKETS, registry=own)
+    counter = CounterTally("things_total", "Things.", ["k", "l"])
+    histogram = HistogramTally("wait_seconds", "Waits.", ["k", "l"], STORE_BUCKETS)
+    unlabelled = HistogramTally("size_bytes", "Sizes.", [], BODY_BUCKETS)
+    for tally in (counter, histogram, unlabelled):
+        tallied.register(tally)
+    return own, tallied, counter, histogram
+
+
+@settings(max_examples=200, deadline=None)
+@given(STEPS)
+def test_tallies_scrape_as_prometheus_clients_own_families(
+    steps: list[tuple[tuple[str, str], float | None]],
+) -> None:
+    own, tallied, counter, histogram = pair()
+    families = {name: own._names_to_collectors[name] for name in ("things", "wait_seconds")}
+    sizes = own._names_to_collectors["size_bytes"]
+    unlabelled = tallied._names_to_collectors["size_bytes"]
+    for labels, amount in steps:
+        if amount is None:
+            families["things"].labels(*labels).inc()  # type: ignore[attr-defined]
+            counter(*labels).inc()
+        else:
+            families["wait_seconds"].labels(*labels).observe(amount)  # type: ignore[attr-defined]
+            histogram(*labels).observe(amount)
+            sizes.observe(amount)  # type: ignore[attr-defined]
+            unlabelled().observe(amount)  # type: ignore[operator]
+    assert prometheus_client.generate_latest(tallied) == prometheus_client.generate_latest(own)
+
+
+def test_counts_of_many_threads_are_summed_and_none_is_lost() -> None:
+    counter = CounterTally("things_total", "Things.", ["k"])
+    histogram = HistogramTally("size_bytes", "Sizes.", [], BODY_BUCKETS)
+    threads, per_thread = 8, 2_000
+    scraped: list[bytes] = []
+    registry = CollectorRegistry()
+    registry.register(counter)
+    registry.register(histogram)
+    start = threading.Barrier(threads + 1)
+
+    def work() -> None:
+        start.wait()
+        for i in range(per_thread):
+            counter("a" if i % 2 else "b").inc()
+            histogram().observe(300.0)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(w.is_alive() for w in workers):  # scrapes while the threads count
+        scraped.append(prometheus_client.generate_latest(registry))
+    for worker in workers:
+        worker.join()
+    final = {
+        s.name + str(sorted(s.labels.items())): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+    half = threads * per_thread / 2
+    assert final["things_total[('k', 'a')]"] == half
+    assert final["things_total[('k', 'b')]"] == half
+    assert final["size_bytes_count[]"] == threads * per_thread
+    assert final["size_bytes_bucket[('le', '1024.0')]"] == threads * per_thread
+    assert final["size_bytes_bucket[('le', '256.0')]"] == 0
+    assert final["size_bytes_sum[]"] == 300.0 * threads * per_thread
+    assert scraped  # the scrapes during the counting ran (and raised nothing)
+
+
+def test_ended_threads_are_folded_in_and_the_family_does_not_grow() -> None:
+    counter = CounterTally("things_total", "Things.", ["k"])
+    for _round in range(5):
+        batch = [threading.Thread(target=lambda: counter("a").inc()) for _ in range(10)]
+        for thread in batch:
+            thread.start()
+        for thread in batch:
+            thread.join()
+        counter.totals()
+        assert counter._threads == []  # every thread that counted has ended: folded
+    assert counter.totals()[("a",)].value == 50
+    counter("a").inc()  # this thread, which goes on
+    assert counter.totals()[("a",)].value == 51
+    assert len(counter._threads) == 1
+
+
+@pytest.mark.parametrize(
+    "call", [lambda t: t("only-one"), lambda t: t("a", "b", "c")], ids=["too few", "too many"]
+)
+def test_a_wrong_number_of_label_values_raises_as_prometheus_client_does(
+    call: Callable[[CounterTally], object],
+) -> None:
+    counter = CounterTally("things_total", "Things.", ["k", "l"])
+    own = Counter("things_total", "Things.", ["k", "l"], registry=CollectorRegistry())
+    with pytest.raises(ValueError, match="label"):
+        call(counter)
+    with pytest.raises(ValueError, match="label"):
+        call(own.labels)  # type: ignore[arg-type]
+
+
+def test_a_label_value_that_is_not_a_string_raises() -> None:
+    # prometheus-client would write str(1); a tally keeps cells by the values as given, so 1
+    # and "1" would be two series with one label set: refused instead.
+    counter = CounterTally("things_total", "Things.", ["k", "l"])
+    with pytest.raises(TypeError, match="strings"):
+        counter("a", 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("buckets", [(), (1.0, 1.0), (float("inf"),)])
+def test_a_histogram_needs_distinct_finite_bounds(buckets: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="bucket bounds"):
+        HistogramTally("size_bytes", "Sizes.", [], buckets)
