@@ -39,6 +39,7 @@ from khook.core._jinja_ops import (
     materialise,
     unop,
 )
+from khook.core.objects import MAPPING
 
 # The filters a ``for`` loop's items and a call's ``*args`` and ``**kwargs`` pass through;
 # dotted names, which no template can write.
@@ -182,7 +183,7 @@ class HardenedEnvironment(ImmutableSandboxedEnvironment):
             if hasattr(obj, attribute):
                 return self.unsafe_undefined(obj, attribute)
             return self.undefined(obj=obj, name=attribute)
-        if isinstance(obj, Mapping):
+        if isinstance(obj, MAPPING):
             if attribute in MAPPING_METHODS:
                 return Method(self, obj, attribute)
             try:

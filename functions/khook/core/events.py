@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from khook.core.objects import JSON, ObjectRef, controller_owner, get_str, parse_time
+from khook.core.objects import JSON, MAPPING, ObjectRef, controller_owner, get_str, parse_time
 from khook.core.quick import quick_init
 from khook.core.reasons import Code
 
@@ -121,7 +121,7 @@ def decode(envelope: Envelope, received_at: datetime) -> Decoded:
     observed_at = parse_time(envelope.attributes.get("time")) or received_at
     data = envelope.data
     if reference_mode:
-        if not isinstance(data, Mapping) or not get_str(data, "kind"):
+        if not isinstance(data, MAPPING) or not get_str(data, "kind"):
             return NotOfInterest(
                 Code.NOT_KUBERNETES, "reference-mode event without a kind/name in its data"
             )
@@ -160,7 +160,7 @@ def decode_object(
     source: str = "",
 ) -> ClusterEvent | NotOfInterest:
     """Judge a Kubernetes object by its own apiVersion/kind, never by the envelope's claims."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, MAPPING):
         return NotOfInterest(Code.NOT_JSON, _not_json(data))
     api_version, kind = get_str(data, "apiVersion"), get_str(data, "kind")
     if not api_version or not kind:
@@ -212,7 +212,7 @@ def decode_object(
 
 def _involved_object(event: JSON) -> ObjectRef | None:
     ref = event.get("involvedObject") if event.get("apiVersion") == "v1" else event.get("regarding")
-    if not isinstance(ref, Mapping):
+    if not isinstance(ref, MAPPING):
         return None
     kind, name = get_str(ref, "kind"), get_str(ref, "name")
     if not kind or not name:

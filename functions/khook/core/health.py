@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from khook.core.events import ClusterEvent
-from khook.core.objects import get_int, get_list, get_str, parse_time
+from khook.core.objects import MAPPING, get_int, get_list, get_str, parse_time
 
 STABLE_AFTER = timedelta(minutes=2)
 _CONDITION_LIMIT = 32
@@ -20,7 +20,7 @@ _CONTAINER_LIMIT = 64
 
 def _condition(obj: Mapping[str, object], kind: str) -> str:
     for cond in get_list(obj, "status", "conditions")[:_CONDITION_LIMIT]:
-        if isinstance(cond, Mapping) and cond.get("type") == kind:
+        if isinstance(cond, MAPPING) and cond.get("type") == kind:
             return get_str(cond, "status")
     return ""
 
@@ -41,7 +41,7 @@ def is_healthy(event: ClusterEvent) -> bool:
 
 def _settled(status: object, event: ClusterEvent) -> bool:
     """Ready, and, if it ever restarted, running since STABLE_AFTER at least."""
-    if not isinstance(status, Mapping) or status.get("ready") is not True:
+    if not isinstance(status, MAPPING) or status.get("ready") is not True:
         return False
     if not get_int(status, "restartCount"):
         return True

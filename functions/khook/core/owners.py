@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
@@ -28,6 +27,7 @@ from typing import Any
 from khook.core.correlation import CorrelationTable
 from khook.core.lru import BoundedLRU
 from khook.core.objects import (
+    MAPPING,
     ObjectRef,
     controller_owner,
     get_list,
@@ -296,7 +296,7 @@ class OwnerMemory:
         ready since the condition's lastTransitionTime (``now`` without one)."""
         name = get_str(node, "metadata", "name")
         for cond in get_list(node, "status", "conditions")[:CONDITION_LIMIT]:
-            if isinstance(cond, Mapping) and get_str(cond, "type") == "Ready":
+            if isinstance(cond, MAPPING) and get_str(cond, "type") == "Ready":
                 ready = get_str(cond, "status") == "True"
                 since = parse_time(cond.get("lastTransitionTime")) or now
                 self._node_state(name, ready, since)

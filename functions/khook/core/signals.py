@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from khook.core.events import ClusterEvent
-from khook.core.objects import get_int, get_list, get_path, get_str, parse_time
+from khook.core.objects import MAPPING, get_int, get_list, get_path, get_str, parse_time
 from khook.core.quick import quick_init
 
 # A Pod or Node yields at most this many signals of each sort, so that the cost of one object
@@ -118,7 +118,7 @@ def _pod_signals(event: ClusterEvent) -> Iterator[Signal]:
         cs
         for field in ("initContainerStatuses", "containerStatuses", "ephemeralContainerStatuses")
         for cs in get_list(status, field)
-        if isinstance(cs, Mapping)
+        if isinstance(cs, MAPPING)
     ]
     for cs in statuses[:CONTAINER_LIMIT]:
         yield from _container_signals(pod_id, cs)
@@ -141,7 +141,7 @@ def _container_signals(pod_id: str, cs: Mapping[str, Any]) -> Iterator[Signal]:
     restarts = get_int(cs, "restartCount") or 0
     last_finished = get_str(cs, "lastState", "terminated", "finishedAt")
     waiting = get_path(cs, "state", "waiting")
-    if isinstance(waiting, Mapping) and get_str(waiting, "reason"):
+    if isinstance(waiting, MAPPING) and get_str(waiting, "reason"):
         reason = get_str(waiting, "reason")
         yield Signal(
             source=Source.POD,
@@ -162,7 +162,7 @@ def _container_signals(pod_id: str, cs: Mapping[str, Any]) -> Iterator[Signal]:
         (SignalKind.CONTAINER_LAST_TERMINATED, ("lastState", "terminated")),
     ):
         term = get_path(cs, *path)
-        if not isinstance(term, Mapping) or not get_str(term, "reason"):
+        if not isinstance(term, MAPPING) or not get_str(term, "reason"):
             continue
         finished = get_str(term, "finishedAt")
         # The same termination is first `state.terminated`, then `lastState.terminated`:
@@ -201,7 +201,7 @@ def _termination_message(container: str, term: Mapping[str, Any], restarts: int)
 
 def _condition_signals(source: Source, kind: str, obj_id: str, status: Any) -> Iterator[Signal]:
     for cond in get_list(status, "conditions")[:CONDITION_LIMIT]:
-        if not isinstance(cond, Mapping):
+        if not isinstance(cond, MAPPING):
             continue
         ctype, cstatus = get_str(cond, "type"), get_str(cond, "status")
         healthy = cstatus == "True"
