@@ -24,6 +24,8 @@ AMOUNTS = st.one_of(
     st.sampled_from([0.0, *STORE_BUCKETS, *BODY_BUCKETS]),
     st.floats(min_value=0, max_value=2e6, allow_nan=False),
     st.integers(min_value=0, max_value=2_000_000).map(float),
+    # Never khook's (sizes and durations), but each written as prometheus-client writes it.
+    st.sampled_from([-1.0, float("inf"), float("-inf"), float("nan")]),
 )
 # What is recorded: (labels, None) a counter increment, (labels, amount) an observation.
 STEPS = st.lists(st.tuples(LABELS, st.one_of(st.none(), AMOUNTS)), max_size=60)
@@ -72,7 +74,9 @@ def test_counts_of_many_threads_are_summed_and_none_is_lost() -> None:
     registry = CollectorRegistry()
     registry.register(counter)
     registry.register(histogram)
-    start = threading.Barrier(threads + 1)
+    scrapers = 2
+    start = threading.Barrier(threads + scrapers)
+    counts: list[int] = []
 
     def work() -> None:
         start.wait()
@@ -80,14 +84,22 @@ def test_counts_of_many_threads_are_summed_and_none_is_lost() -> None:
             counter("a" if i % 2 else "b").inc()
             histogram().observe(300.0)
 
+    def scrape() -> None:  # two at once, while the threads count and end
+        start.wait()
+        while True:
+            running = any(w.is_alive() for w in workers)
+            scraped.append(prometheus_client.generate_latest(registry))
+            seen = counter.totals().get(("a",))
+            counts.append(seen.value if seen is not None else 0)
+            if not running:
+                return
+
     workers = [threading.Thread(target=work) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    start.wait()
-    while any(w.is_alive() for w in workers):  # scrapes while the threads count
-        scraped.append(prometheus_client.generate_latest(registry))
-    for worker in workers:
-        worker.join()
+    everyone = [*workers, *(threading.Thread(target=scrape) for _ in range(scrapers))]
+    for thread in everyone:
+        thread.start()
+    for thread in everyone:
+        thread.join()
     final = {
         s.name + str(sorted(s.labels.items())): s.value
         for family in registry.collect()
@@ -101,6 +113,8 @@ def test_counts_of_many_threads_are_summed_and_none_is_lost() -> None:
     assert final["size_bytes_bucket[('le', '256.0')]"] == 0
     assert final["size_bytes_sum[]"] == 300.0 * threads * per_thread
     assert scraped  # the scrapes during the counting ran (and raised nothing)
+    # No scrape saw more than was counted, whatever ended while it summed.
+    assert all(n <= half for n in counts)
 
 
 def test_ended_threads_are_folded_in_and_the_family_does_not_grow() -> None:
@@ -117,6 +131,17 @@ def test_ended_threads_are_folded_in_and_the_family_does_not_grow() -> None:
     counter("a").inc()  # this thread, which goes on
     assert counter.totals()[("a",)].value == 51
     assert len(counter._threads) == 1
+
+
+def test_threads_that_come_and_go_do_not_grow_a_family_that_is_never_scraped() -> None:
+    counter = CounterTally("things_total", "Things.", ["k"])
+    for _ in range(50):
+        thread = threading.Thread(target=lambda: counter("a").inc())
+        thread.start()
+        thread.join()
+    # Each thread's first count folded in those that had ended: the last one is left.
+    assert len(counter._threads) == 1
+    assert counter.totals()[("a",)].value == 50
 
 
 @pytest.mark.parametrize(

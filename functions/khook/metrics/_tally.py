@@ -25,6 +25,8 @@ from prometheus_client.utils import floatToGoString
 
 __all__ = ["Count", "CounterTally", "HistogramTally", "Observations"]
 
+_INF = float("inf")
+
 
 class Count:
     """One label set's counter, in one thread."""
@@ -53,9 +55,10 @@ class Observations:
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
-        # A bucket counts what is less than or equal to its bound ("le").
-        self.counts[bisect_left(self.bounds, amount)] += 1
-        self.sum += amount
+        self.sum += amount  # first: what cannot be added is counted nowhere
+        if amount <= _INF:  # false for NaN only: into the sum only, as in prometheus-client
+            # A bucket counts what is less than or equal to its bound ("le").
+            self.counts[bisect_left(self.bounds, amount)] += 1
 
     def add(self, other: Observations) -> None:
         for i, n in enumerate(other.counts):
@@ -68,9 +71,11 @@ Cell = TypeVar("Cell", Count, Observations)
 
 class _Tally(Generic[Cell]):
     """A family: its cells by thread and label values. A thread's cells are written by that
-    thread only; a scrape reads them all (a dict copy and number reads: atomic under the GIL),
-    and folds the cells of threads that have ended into ``_ended``, so a pool that replaces its
-    threads does not grow the family."""
+    thread only; a scrape reads them all under the family's lock (a dict copy and number
+    reads: atomic under the GIL). The cells of threads that have ended are folded into
+    ``_ended`` when a thread first records and at a scrape, so a pool that replaces its
+    threads keeps the family as large as its live threads (a thread Python did not start, a
+    "dummy" one, never ends for ``threading``: none of khook's records metrics)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name = name
@@ -93,9 +98,16 @@ class _Tally(Generic[Cell]):
     def _thread_cells(self) -> dict[tuple[str, ...], Cell]:
         cells: dict[tuple[str, ...], Cell] = {}
         with self._lock:
+            self._fold_ended()
             self._threads.append((threading.current_thread(), cells))
         self._local.cells = cells
         return cells
+
+    def _fold_ended(self) -> None:
+        """Under the lock: the cells of threads that have ended, into ``_ended``."""
+        for entry in [e for e in self._threads if not e[0].is_alive()]:
+            self._threads.remove(entry)
+            _fold(self._ended, entry[1], self._cell)
 
     def _new_cell(self, cells: dict[tuple[str, ...], Cell], values: tuple[str, ...]) -> Cell:
         # As prometheus-client's labels() checks its arguments.
@@ -110,18 +122,17 @@ class _Tally(Generic[Cell]):
         raise NotImplementedError
 
     def totals(self) -> dict[tuple[str, ...], Cell]:
-        """Every label set's cell summed over the threads (new cells: nothing shared)."""
-        with self._lock:
-            for entry in [e for e in self._threads if not e[0].is_alive()]:
-                self._threads.remove(entry)
-                _fold(self._ended, entry[1], self._cell)
-            snapshots = [self._ended.copy()]
-            snapshots += (cells.copy() for _, cells in self._threads)
+        """Every label set's cell summed over the threads (new cells: nothing shared). All of
+        it under the lock: a thread folded into ``_ended`` by another scrape meanwhile would
+        otherwise be counted twice by this one."""
         totals: dict[tuple[str, ...], Cell] = {}
         if not self.labelnames:  # one series, shown from the start (as prometheus-client does)
             totals[()] = self._cell()
-        for snapshot in snapshots:
-            _fold(totals, snapshot, self._cell)
+        with self._lock:
+            self._fold_ended()
+            _fold(totals, self._ended, self._cell)
+            for _, cells in self._threads:
+                _fold(totals, cells.copy(), self._cell)  # a copy: its thread may add a key
         return totals
 
     def describe(self) -> list[Metric]:
