@@ -14,11 +14,20 @@ from hypothesis import strategies as st
 
 from khook.core.events import Action, ClusterEvent, decode_object
 from khook.core.health import is_healthy
-from khook.core.objects import controller_owner, get_list, get_path, get_str
+from khook.core.objects import (
+    ObjectRef,
+    controller_owner,
+    get_int,
+    get_list,
+    get_path,
+    get_str,
+)
 from khook.core.signals import extract_signals
 from tests.support.events import core_event, oom_status, pod
 
-KEYS = st.sampled_from(["metadata", "name", "labels", "status", "kind", "a"])
+KEYS = st.sampled_from(
+    ["metadata", "name", "namespace", "uid", "labels", "status", "kind", "apiVersion", "a"]
+)
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5)
 )
@@ -64,6 +73,17 @@ def test_paths_read_dicts_and_other_mappings_alike(obj: Any, path: list[str]) ->
         assert get_str(shown, *path) == reference_str(obj, path)
         assert get_path(shown, *path) == found  # a proxy compares equal to its dict
         assert get_list(shown, *path) == (found if isinstance(found, list) else [])
+        number = found if isinstance(found, int) and not isinstance(found, bool) else None
+        assert get_int(shown, *path) == number
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON)
+def test_a_reference_given_the_kind_and_version_read_is_the_one_read_whole(obj: Any) -> None:
+    # Decoding reads kind and apiVersion first, then hands them to ObjectRef.of.
+    whole = ObjectRef.of(obj)
+    assert ObjectRef.of(obj, get_str(obj, "kind"), get_str(obj, "apiVersion")) == whole
+    assert ObjectRef.of(proxied(obj)) == whole
 
 
 def decoded(obj: Any) -> ClusterEvent:
@@ -93,6 +113,8 @@ def test_an_object_read_through_another_mapping_is_read_the_same(obj: dict[str, 
     assert as_proxy.involved == as_dict.involved
     assert as_proxy.owner == as_dict.owner
     assert controller_owner(proxied(obj)) == controller_owner(obj)
+    # The namespace decoding read, given, is the namespace controller_owner reads itself.
+    assert controller_owner(obj, as_dict.subject.namespace) == controller_owner(obj)
     assert is_healthy(as_proxy) == is_healthy(as_dict)
     signals = [[(s.signal, s.reason) for s in extract_signals(e)] for e in (as_dict, as_proxy)]
     assert signals[0] == signals[1]

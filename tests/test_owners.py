@@ -270,6 +270,30 @@ def test_a_pod_that_passed_through_gives_its_workload_and_node() -> None:
     assert memory.node_of("other", "db-0") == ""
 
 
+@pytest.mark.parametrize(
+    "seen",
+    [
+        pod("db-0", owners=[owner("StatefulSet", "db")], node="worker-2"),
+        pod("web-66b6c48dd5-x7k2p"),
+        {"metadata": {"namespace": "shop", "name": "bad/name"}},
+        {"metadata": {"name": "no-namespace"}},
+    ],
+    ids=["owned", "bare", "bad name", "no namespace"],
+)
+def test_a_pod_given_with_its_reference_is_remembered_as_when_read_whole(
+    seen: dict[str, Any],
+) -> None:
+    # The pipeline hands over the reference decoding made (khook.core.memory); the memory must
+    # be the one observe_pod makes reading the Pod itself.
+    read, given = OwnerMemory(), OwnerMemory()
+    read.observe_pod(seen)
+    given.observe_pod(seen, ref=ObjectRef.of(seen))
+    namespace, name = seen["metadata"].get("namespace", ""), seen["metadata"]["name"]
+    assert given.workload(namespace, name) == read.workload(namespace, name)
+    assert given.node_of(namespace, name) == read.node_of(namespace, name)
+    assert given.pods_remembered() == read.pods_remembered()
+
+
 def test_a_pod_not_seen_falls_back_to_the_name_shape() -> None:
     memory = OwnerMemory()
     assert memory.workload("shop", "web-66b6c48dd5-x7k2p") == ObjectRef(

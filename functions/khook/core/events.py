@@ -170,7 +170,7 @@ def decode_object(
         return NotOfInterest(Code.UNSUPPORTED_KIND, _unsupported(api_version, kind))
     if action is Action.DELETE:
         return NotOfInterest(Code.DELETED, f"{kind} was deleted: deletions never fire")
-    subject = ObjectRef.of(data)
+    subject = ObjectRef.of(data, kind, api_version)
     # Whoever sent it, an object's namespace is the one the object itself names: an Event or a
     # Pod without one is not an object the API server could have sent; a Node has none.
     if kind in CLUSTER_SCOPED_KINDS:
@@ -196,7 +196,7 @@ def decode_object(
         owner = None
     else:
         involved = subject
-        owner = controller_owner(data)
+        owner = controller_owner(data, subject.namespace)
     return ClusterEvent(
         action=action,
         object=data,

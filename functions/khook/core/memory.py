@@ -27,7 +27,8 @@ class ObjectMemory:
     def observe(self, event: ClusterEvent, detections: list[Detection]) -> None:
         kind, obj = event.subject.kind, event.object
         if kind == "Pod":
-            self.owners.observe_pod(obj, event.owner)  # decoding read its controller owner
+            # Decoding read its name, namespace and controller owner.
+            self.owners.observe_pod(obj, event.owner, event.subject)
         elif kind == "Node":
             self.owners.observe_node(obj, event.observed_at)
         elif kind == "Event" and event.involved.kind == "Node":

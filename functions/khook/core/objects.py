@@ -42,7 +42,11 @@ def get_str(obj: Any, *path: str) -> str:
 
 
 def get_int(obj: Any, *path: str) -> int | None:
-    value = get_path(obj, *path)
+    value = obj  # get_path's walk, inline (as in get_str)
+    for step in path:
+        if type(value) is not dict and (value is None or not isinstance(value, Mapping)):
+            return None
+        value = value.get(step)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -51,7 +55,11 @@ def get_int(obj: Any, *path: str) -> int | None:
 
 
 def get_list(obj: Any, *path: str) -> list[Any]:
-    value = get_path(obj, *path)
+    value = obj  # get_path's walk, inline: a Pod's event reads about ten lists
+    for step in path:
+        if type(value) is not dict and (value is None or not isinstance(value, Mapping)):
+            return []
+        value = value.get(step)
     return value if isinstance(value, list) else []
 
 
@@ -105,24 +113,28 @@ class ObjectRef:
         return f"{self.kind}/{self.name}"
 
     @classmethod
-    def of(cls, obj: Any) -> ObjectRef:
+    def of(cls, obj: Any, kind: str | None = None, api_version: str | None = None) -> ObjectRef:
+        """The object's reference (``kind`` and ``api_version``: the object's own, when the
+        caller has read them already)."""
         metadata = get_path(obj, "metadata")  # read once: every event's subject is built here
         return cls(
-            get_str(obj, "kind"),
+            get_str(obj, "kind") if kind is None else kind,
             get_str(metadata, "name"),
             get_str(metadata, "namespace"),
-            get_str(obj, "apiVersion"),
+            get_str(obj, "apiVersion") if api_version is None else api_version,
             get_str(metadata, "uid"),
         )
 
 
-def controller_owner(obj: Any) -> ObjectRef | None:
-    """The object's controlling owner, seen through a ReplicaSet to its Deployment.
+def controller_owner(obj: Any, namespace: str | None = None) -> ObjectRef | None:
+    """The object's controlling owner, seen through a ReplicaSet to its Deployment
+    (``namespace``: the object's, when the caller has read it already).
 
     A Deployment's ReplicaSet is named ``<deployment>-<pod-template-hash>``; the Pod carries the
     same hash as a label, so the Deployment name is recoverable without an API call.
     """
-    namespace = get_str(obj, "metadata", "namespace")
+    if namespace is None:
+        namespace = get_str(obj, "metadata", "namespace")
     refs = [r for r in get_list(obj, "metadata", "ownerReferences") if isinstance(r, MAPPING)]
     if not refs:
         return None

@@ -189,10 +189,16 @@ class OwnerMemory:
 
     # -- pods --
 
-    def observe_pod(self, pod: Any, owner: ObjectRef | Unread | None = UNREAD) -> None:
+    def observe_pod(
+        self, pod: Any, owner: ObjectRef | Unread | None = UNREAD, ref: ObjectRef | None = None
+    ) -> None:
         """Remember a Pod object's workload and node (``owner``: its :func:`controller_owner`,
-        when the caller has read it already)."""
-        key = _pod_key(get_str(pod, "metadata", "namespace"), get_str(pod, "metadata", "name"))
+        ``ref``: its :meth:`ObjectRef.of`, when the caller has read them already)."""
+        if ref is None:
+            ref = ObjectRef(
+                "Pod", get_str(pod, "metadata", "name"), get_str(pod, "metadata", "namespace")
+            )
+        key = _pod_key(ref.namespace, ref.name)
         if key is None:
             return
         node = get_str(pod, "spec", "nodeName")
