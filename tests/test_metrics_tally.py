@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from khook.metrics._families import BODY_BUCKETS, STORE_BUCKETS
-from khook.metrics._tally import CounterTally, HistogramTally
+from khook.metrics._tally import Count, CounterTally, HistogramTally
 
 # khook's families are made with _created series off (khook.metrics._families.make).
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -170,3 +170,51 @@ def test_a_label_value_that_is_not_a_string_raises() -> None:
 def test_a_histogram_needs_distinct_finite_bounds(buckets: tuple[float, ...]) -> None:
     with pytest.raises(ValueError, match="bucket bounds"):
         HistogramTally("size_bytes", "Sizes.", [], buckets)
+
+
+class PausingCounter(CounterTally):
+    """A counter whose next new cell, once armed, waits for ``go``: a scrape stopped while it
+    sums, so that another scrape can run in the middle of it."""
+
+    def __init__(self) -> None:
+        super().__init__("things_total", "Things.", ["k"])
+        self.armed, self.paused, self.go = False, threading.Event(), threading.Event()
+
+    def _cell(self) -> Count:
+        if self.armed:
+            self.armed = False
+            self.paused.set()
+            self.go.wait()
+        return super()._cell()
+
+
+def test_a_scrape_during_another_does_not_count_a_thread_twice() -> None:
+    counter = PausingCounter()
+
+    def counts_then_waits(release: threading.Event) -> None:
+        counter("a").inc()
+        release.wait()
+
+    first_go, second_go = threading.Event(), threading.Event()
+    first = threading.Thread(target=counts_then_waits, args=(first_go,))
+    first.start()
+    first_go.set()
+    first.join()
+    assert counter.totals()[("a",)].value == 1  # the ended thread is folded in
+    second = threading.Thread(target=counts_then_waits, args=(second_go,))
+    second.start()
+    while not counter._threads:  # its first count registered it (no sleep: it is quick)
+        pass
+    result: list[int] = []
+    counter.armed = True
+    scrape = threading.Thread(target=lambda: result.append(counter.totals()[("a",)].value))
+    scrape.start()
+    counter.paused.wait()  # the scrape is summing
+    second_go.set()
+    second.join()  # the second thread ends meanwhile
+    if not counter._lock.locked():  # a scrape may run now: it folds the ended thread in
+        assert counter.totals()[("a",)].value == 2
+    counter.go.set()
+    scrape.join()
+    assert result == [2]  # not 3: the ended thread once, however the two scrapes met
+    assert counter.totals()[("a",)].value == 2

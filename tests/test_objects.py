@@ -124,3 +124,24 @@ def test_an_oom_kill_read_through_another_mapping_shows_its_signal() -> None:
     # The parametrised test above compares; this one makes sure there was something to compare.
     assert extract_signals(decoded(proxied(oom_killed_pod())))
     assert controller_owner(proxied(oom_killed_pod())) is not None
+
+
+def test_the_owner_of_a_cluster_scoped_object_is_cluster_scoped_whatever_it_claims() -> None:
+    # Kubernetes lets a cluster-scoped object be owned only by a cluster-scoped one; a Node
+    # that names a namespace (no real one does) does not give its owner one: decoding hands
+    # controller_owner the namespace it settled on, "" for a Node.
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": "worker-1",
+            "namespace": "shop",
+            "ownerReferences": [
+                {"apiVersion": "x/v1", "kind": "Machine", "name": "m1", "controller": True}
+            ],
+        },
+    }
+    event = decoded(node)
+    assert event.subject.namespace == ""
+    assert event.owner is not None
+    assert (event.owner.kind, event.owner.name, event.owner.namespace) == ("Machine", "m1", "")
