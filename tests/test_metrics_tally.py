@@ -191,20 +191,21 @@ class PausingCounter(CounterTally):
 def test_a_scrape_during_another_does_not_count_a_thread_twice() -> None:
     counter = PausingCounter()
 
-    def counts_then_waits(release: threading.Event) -> None:
+    def counts_then_waits(counted: threading.Event, release: threading.Event) -> None:
         counter("a").inc()
+        counted.set()
         release.wait()
 
-    first_go, second_go = threading.Event(), threading.Event()
-    first = threading.Thread(target=counts_then_waits, args=(first_go,))
+    first_counted, first_go = threading.Event(), threading.Event()
+    first = threading.Thread(target=counts_then_waits, args=(first_counted, first_go))
     first.start()
     first_go.set()
     first.join()
     assert counter.totals()[("a",)].value == 1  # the ended thread is folded in
-    second = threading.Thread(target=counts_then_waits, args=(second_go,))
+    second_counted, second_go = threading.Event(), threading.Event()
+    second = threading.Thread(target=counts_then_waits, args=(second_counted, second_go))
     second.start()
-    while not counter._threads:  # its first count registered it (no sleep: it is quick)
-        pass
+    second_counted.wait()  # its first count registered it
     result: list[int] = []
     counter.armed = True
     scrape = threading.Thread(target=lambda: result.append(counter.totals()[("a",)].value))

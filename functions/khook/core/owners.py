@@ -195,10 +195,9 @@ class OwnerMemory:
         """Remember a Pod object's workload and node (``owner``: its :func:`controller_owner`,
         ``ref``: its :meth:`ObjectRef.of`, when the caller has read them already)."""
         if ref is None:
-            ref = ObjectRef(
-                "Pod", get_str(pod, "metadata", "name"), get_str(pod, "metadata", "namespace")
-            )
-        key = _pod_key(ref.namespace, ref.name)
+            key = _pod_key(get_str(pod, "metadata", "namespace"), get_str(pod, "metadata", "name"))
+        else:
+            key = _pod_key(ref.namespace, ref.name)
         if key is None:
             return
         node = get_str(pod, "spec", "nodeName")

@@ -175,7 +175,7 @@ class HistogramTally(_Tally[Observations]):
         self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
     ) -> None:
         super().__init__(name, documentation, labelnames)
-        bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
+        bounds = tuple(sorted(float(b) for b in buckets if b != _INF))
         if not bounds or len(set(bounds)) != len(bounds):
             raise ValueError(f"{name}: distinct finite bucket bounds expected")
         self.bounds = bounds
