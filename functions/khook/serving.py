@@ -1,14 +1,11 @@
-"""The HTTP server around the function: uvicorn's h11 protocol with bounds on slow clients.
+"""The HTTP server around the function: gunicorn, uvicorn workers, khook's HTTP protocol.
 
 functions-framework serves an ASGI function with gunicorn and uvicorn workers. khook keeps
-that stack and tightens what a client may cost before it has sent a whole request:
-
-- the request line and headers together: at most ``HEAD_LIMIT`` bytes (h11 answers 400);
-- the time to send them: ``HEAD_TIMEOUT`` seconds from the connection (or from the end of the
-  previous response on a kept-alive connection), after which the connection is closed. A client
-  that sends one header line and stops holds a socket for that long, never a thread;
-- the body: read by the function itself, within ``KHOOK_REQUEST_TIMEOUT`` and
-  ``KHOOK_MAX_BODY_BYTES``.
+that stack; each worker, under either command, serves with khook's protocol
+(khook.http_protocol: httptools, with bounds on what a client may cost before it has sent a
+whole request: the request line and headers at most ``HEAD_LIMIT`` bytes, sent within
+``HEAD_TIMEOUT`` seconds); the body is read by the function itself, within
+``KHOOK_REQUEST_TIMEOUT`` and ``KHOOK_MAX_BODY_BYTES``.
 
 It also makes gunicorn's own lines JSON (:class:`JSONLogger`) and gives gunicorn khook's
 hooks: a start line once it listens, the pipeline built in each worker as it starts, and what
@@ -20,7 +17,6 @@ background writers hold written as a worker exits. ``khook serve`` runs gunicorn
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
@@ -31,81 +27,22 @@ from typing import Any, ClassVar
 import gunicorn.config  # type: ignore[import-untyped]
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 from gunicorn.glogging import Logger as GunicornLogger  # type: ignore[import-untyped]
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn_worker import UvicornWorker
 
 from khook import metrics, runtime
+from khook.http_protocol import HEAD_TIMEOUT, GuardedHttpToolsProtocol
 from khook.logs import JSONFormatter, configure, log
 from khook.settings import Settings
 from khook.startup import settings_or_exit, shown_url
 
 logger = logging.getLogger("khook")
 
-HEAD_LIMIT = 16 * 1024
-HEAD_TIMEOUT = 10.0
 KEEP_ALIVE = 5
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's line and headers.
-
-    The deadline moves with every request on a kept-alive connection, so it is a time, not a
-    timer: one timer per connection, which, when it fires early (the deadline moved on since),
-    waits for the rest. A timer armed and cancelled for every request cost the event loop a
-    few microseconds each, on every event."""
-
-    head_timeout = HEAD_TIMEOUT
-    _head_due: float | None = None  # loop time by which the head must have come; None: not now
-    _head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_head_deadline()
-
-    def handle_events(self) -> None:
-        before = self.cycle
-        super().handle_events()
-        if self.cycle is not before:  # a request's head arrived: the app takes over
-            self._head_due = None
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_deadline()  # the next request on this kept-alive connection
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._head_due = None
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        self._head_due = self.loop.time() + self.head_timeout
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_at(self._head_due, self._head_check)
-
-    def _head_check(self) -> None:
-        self._head_timer = None
-        due = self._head_due
-        if due is None:
-            return  # a request is being served; the next response arms it again
-        if self.loop.time() < due:  # moved on since this timer was set: wait for the rest
-            self._head_timer = self.loop.call_at(due, self._head_check)
-            return
-        self._head_due = None
-        self._head_too_slow()
-
-    def _head_too_slow(self) -> None:
-        if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being served; its body has its own deadline
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
 # What uvicorn does by default for every request and khook has no use for: a ``Server:
-# uvicorn`` header on every answer (it tells a scanner the software, and costs h11 a header to
-# check), and the client's address and scheme rewritten from X-Forwarded-For/-Proto (khook
+# uvicorn`` header on every answer (it tells a scanner the software, and costs a header on
+# every answer), and the client's address and scheme rewritten from X-Forwarded-For/-Proto (khook
 # never reads them; behind Knative's queue-proxy the client is always 127.0.0.1, which uvicorn
 # trusts, so it copied every request's headers to look). Set in both commands' workers (see
 # :func:`hooks`).
@@ -114,23 +51,26 @@ TRIMMED = {"server_header": False, "proxy_headers": False}
 
 def uvicorn_options(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
     """What uvicorn needs, the same under gunicorn (khook serve) and in tests."""
-    protocol: type[GuardedH11Protocol] = GuardedH11Protocol
-    if head_timeout != HEAD_TIMEOUT:
-
-        class Protocol(GuardedH11Protocol):
-            pass
-
-        Protocol.head_timeout = head_timeout
-        protocol = Protocol
     return {
-        "http": protocol,
+        "http": http_protocol(head_timeout),
         "loop": "asyncio",
-        "h11_max_incomplete_event_size": HEAD_LIMIT,
         "timeout_keep_alive": KEEP_ALIVE,
         **TRIMMED,
         "log_level": "warning",
         "access_log": False,
     }
+
+
+def http_protocol(head_timeout: float = HEAD_TIMEOUT) -> type[GuardedHttpToolsProtocol]:
+    """khook's HTTP protocol (khook.http_protocol), with its head deadline."""
+    if head_timeout == HEAD_TIMEOUT:
+        return GuardedHttpToolsProtocol
+
+    class Protocol(GuardedHttpToolsProtocol):
+        pass
+
+    Protocol.head_timeout = head_timeout
+    return Protocol
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]
@@ -201,9 +141,10 @@ def hooks(
     def post_worker_init(worker: Any) -> None:
         tune_worker()
         # uvicorn's worker made its configuration, and reads it as it starts serving, after
-        # this hook: functions-framework's worker gets what khook serve's has (TRIMMED).
+        # this hook: functions-framework's worker gets what khook serve's has (TRIMMED, and
+        # khook's HTTP protocol where uvicorn would pick its own).
         config = getattr(worker, "config", None)
-        for name, value in TRIMMED.items():
+        for name, value in {**TRIMMED, "http": GuardedHttpToolsProtocol}.items():
             if hasattr(config, name):
                 setattr(config, name, value)
         if wrap_app is not None:  # gunicorn's worker serves its ``wsgi``, the app, from now on

@@ -9,6 +9,9 @@
 - ``khook serve``: the image's entrypoint (gunicorn with khook's own uvicorn worker; POSTs
   straight to the function too).
 
+All three parse HTTP with httptools: uvicorn picks its own httptools protocol for the bare
+function, and khook's workers serve with khook's, built on it (khook.http_protocol).
+
 All get the Containerfile's ENV (THREADS, WORKERS, ...; PORT and PATH aside). khook runs on
 the sample Hooks with the memory store, a dry-run agent and its default log level (info).
 """

@@ -23,8 +23,9 @@ from khook import runtime
 from khook.cli.serve import ENTRY
 from khook.clock import Clock
 from khook.function import direct_posts
+from khook.http_protocol import HEAD_TIMEOUT
 from khook.pipeline import Pipeline
-from khook.serving import HEAD_TIMEOUT, uvicorn_options
+from khook.serving import uvicorn_options
 from khook.settings import Settings
 
 

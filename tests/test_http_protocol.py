@@ -1,0 +1,140 @@
+"""khook's HTTP protocol (khook.http_protocol): httptools, with the request line and headers
+bounded to HEAD_LIMIT bytes however they arrive (in one write, in pieces, after a kept-alive
+request, pipelined behind one), and served by the workers of both commands.
+
+uvicorn's own httptools protocol bounds neither: these tests fail with it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from khook.http_protocol import HEAD_LIMIT, GuardedHttpToolsProtocol
+from khook.serving import uvicorn_options
+from khook.settings import Settings
+from tests.support.clock import FakeClock
+from tests.support.events import HOOKS, apiserver_event, binary, pod
+from tests.support.function import FunctionServer
+from tests.support.process import Served, clean_env, functions_framework, khook_serve
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FunctionServer]:
+    values = {"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True}
+    with FunctionServer(Settings.coerce(values), FakeClock(), head_timeout=5.0) as fn:
+        yield fn
+
+
+def request(head_size: int, pad: str = "X-Pad") -> bytes:
+    """A healthy Pod's CloudEvent (202) whose request line and headers are ``head_size``
+    bytes exactly, the blank line included; the body after them."""
+    headers, body = binary(apiserver_event(pod()))
+    lines = [b"POST / HTTP/1.1", b"Host: khook"]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items() if k.lower() != "content-length"]
+    lines.append(f"Content-Length: {len(body)}".encode())
+    head = b"\r\n".join(lines) + b"\r\n"
+    padding = head_size - len(head) - len(f"{pad}: \r\n\r\n")
+    assert padding >= 0, "the head without padding is larger than asked for"
+    head += f"{pad}: ".encode() + b"p" * padding + b"\r\n\r\n"
+    assert len(head) == head_size
+    return head + body
+
+
+def exchange(port: int, *pieces: bytes) -> list[int]:
+    """Send ``pieces`` one write each on one connection; the statuses of the answers, in
+    order, read until there is one for each request sent or the server closes (a refused
+    head closes the connection), 5 s at most without a byte."""
+    sent = b"".join(pieces)
+    requests = sent.count(b"POST / HTTP/1.1")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+            except OSError:
+                break  # closed while this was still sending: refused
+        data = b""
+        while len(statuses := _statuses(data)) < requests:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    return statuses
+
+
+def _statuses(data: bytes) -> list[int]:
+    return [int(line.split(b" ")[1]) for line in data.split(b"\r\n") if line[:9] == b"HTTP/1.1 "]
+
+
+def test_the_server_serves_with_khooks_protocol() -> None:
+    assert issubclass(uvicorn_options()["http"], GuardedHttpToolsProtocol)
+
+
+def test_a_head_of_the_limit_is_served_and_one_byte_more_is_refused(
+    server: FunctionServer,
+) -> None:
+    assert exchange(server.port, request(HEAD_LIMIT)) == [202]
+    assert exchange(server.port, request(HEAD_LIMIT + 1)) == [400]
+
+
+@pytest.mark.parametrize("piece", [1000, 4096, HEAD_LIMIT + 1])
+def test_the_limit_holds_however_the_head_arrives(server: FunctionServer, piece: int) -> None:
+    for size, status in ((HEAD_LIMIT, 202), (HEAD_LIMIT + 1, 400), (4 * HEAD_LIMIT, 400)):
+        sent = request(size)
+        pieces = [sent[i : i + piece] for i in range(0, len(sent), piece)]
+        assert exchange(server.port, *pieces) == [status], (size, piece)
+
+
+def test_an_unfinished_head_past_the_limit_is_refused_at_once(server: FunctionServer) -> None:
+    """Answered 400 as soon as it passes the limit, not closed by the head deadline (which
+    answers nothing)."""
+    endless = b"POST / HTTP/1.1\r\nHost: khook\r\nX-Pad: " + b"p" * (HEAD_LIMIT + 1)
+    assert exchange(server.port, endless) == [400]
+
+
+def test_the_limit_holds_for_the_next_request_on_a_kept_alive_connection(
+    server: FunctionServer,
+) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        for size, status in ((2000, 202), (HEAD_LIMIT, 202), (HEAD_LIMIT + 1, 400)):
+            sock.sendall(request(size))
+            answer = b""
+            while not _statuses(answer):
+                answer += sock.recv(65536)
+            assert _statuses(answer) == [status]
+        assert sock.recv(65536) == b"", "closed after the refusal"
+
+
+def test_a_pipelined_head_over_the_limit_closes_the_connection_after_the_answer_before(
+    server: FunctionServer,
+) -> None:
+    """Both requests in one write: the first is answered in full, then the connection is
+    closed (a 400 at once would cut the first answer off)."""
+    assert exchange(server.port, request(2000) + request(HEAD_LIMIT)) == [202, 202]
+    assert exchange(server.port, request(2000) + request(HEAD_LIMIT + 1)) == [202]
+    assert exchange(server.port, request(2000) + b"NOT HTTP\r\n\r\n") == [202]
+
+
+def _served_head_limit(served: Served) -> None:
+    port = int(served.url.rsplit(":", 1)[1])
+    assert exchange(port, request(HEAD_LIMIT)) == [202]
+    assert exchange(port, request(HEAD_LIMIT + 1)) == [400]
+
+
+def test_khook_serve_bounds_the_head(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, KHOOK_HOOKS=str(HOOKS), KHOOK_DEDUP="memory", KHOOK_DRY_RUN="true")
+    with khook_serve(directory=tmp_path, env=env) as served:
+        _served_head_limit(served)
+
+
+def test_the_functions_framework_command_bounds_the_head(tmp_path: Path) -> None:
+    """functions-framework would serve with uvicorn's own httptools protocol: each worker is
+    given khook's (khook.serving.hooks)."""
+    env = clean_env(tmp_path, KHOOK_HOOKS=str(HOOKS), KHOOK_DEDUP="memory", KHOOK_DRY_RUN="true")
+    with functions_framework(tmp_path, env) as served:
+        _served_head_limit(served)
