@@ -30,12 +30,14 @@ BATCH = "application/cloudevents-batch+json"
 # 20 characters. Bounds on names, values and their number keep a request's cost bounded.
 _NAME_LIMIT = 64
 _VALUE_LIMIT = 4096
-_ATTRIBUTE_LIMIT = _LIMIT = 64
-# The attributes an ApiServerSource sends (the spec's and its extensions): valid names all.
-_KNOWN = frozenset(
+_ATTRIBUTE_LIMIT = 64
+# The attributes an ApiServerSource sends (the spec's and its extensions): valid names all,
+# and fewer than the limit; by header, so one lookup decides each of these headers.
+_SENT = frozenset(
     {"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "dataschema"}
     | {"kind", "name", "namespace", "apiversion"}
 )
+_KNOWN = {f"ce-{name}": name for name in _SENT}
 
 
 class CloudEventError(ValueError):
@@ -57,9 +59,9 @@ def parse(headers: Mapping[str, str], body: bytes) -> Envelope:
 
 def parse_lowercase(lower: Mapping[str, str], body: bytes) -> Envelope:
     """:func:`parse`, for headers whose names are all lowercase already (an ASGI server's)."""
-    media = media_type(lower.get("content-type", ""))
     if "ce-specversion" in lower:
         return _binary(lower, body)
+    media = media_type(lower.get("content-type", ""))
     if media == STRUCTURED:
         return _structured(body)
     if media == BATCH:
@@ -73,12 +75,13 @@ def parse_lowercase(lower: Mapping[str, str], body: bytes) -> Envelope:
 def _binary(lower: Mapping[str, str], body: bytes) -> Envelope:
     attributes: dict[str, str] = {}
     for name, value in lower.items():
-        if name.startswith("ce-"):
-            attribute = name[3:]
-            if attribute in _KNOWN and len(value) <= _VALUE_LIMIT and len(attributes) < _LIMIT:
-                attributes[attribute] = value  # a valid name, lowercase: nothing to check
-            else:
-                _put(attributes, attribute, value)
+        known = _KNOWN.get(name)
+        if known is not None and len(value) <= _VALUE_LIMIT:
+            attributes[known] = value  # a valid name, lowercase: nothing to check
+        elif name.startswith("ce-"):
+            _put(attributes, name[3:], value)
+    if len(attributes) > _ATTRIBUTE_LIMIT:  # the known ones came past the limit
+        raise CloudEventError(f"more than {_ATTRIBUTE_LIMIT} CloudEvent attributes")
     _check_required(attributes, "header", "ce-")
     content_type = lower.get("content-type", "")
     if content_type:
@@ -166,6 +169,8 @@ def _check_required(attributes: Mapping[str, str], what: str, prefix: str) -> No
         raise CloudEventError(
             f"unsupported CloudEvents specversion {_shown(version)!r}; khook reads 1.0 (and 0.3)"
         )
+    if attributes.get("id") and attributes.get("source") and attributes.get("type"):
+        return  # REQUIRED, all there: no list of what is missing to make
     missing = [prefix + name for name in REQUIRED if not attributes.get(name)]
     if missing:
         raise CloudEventError(f"missing required CloudEvent {what}(s): {', '.join(missing)}")
