@@ -97,7 +97,7 @@ def direct_posts(app: ASGIApp) -> ASGIApp:
 
     functions-framework routes a POST on any path to ``handle`` through Starlette's router,
     its two middlewares (an execution id khook does not log, a 500 for what ``handle``
-    already answers) and its own wrappers: about 20 µs of every event, a tenth of the
+    already answers) and its own wrappers: about 20 µs of every event, a fifth of the
     request's cost in `make bench`. The answer is the same either way (tests/test_serve_app.py
     compares them); everything else (the probes, the scrape, any other method, lifespan)
     still goes through ``app``."""
