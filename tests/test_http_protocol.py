@@ -1,8 +1,11 @@
 """khook's HTTP protocol (khook.http_protocol): httptools, with the request line and headers
 bounded to HEAD_LIMIT bytes however they arrive (in one write, in pieces, after a kept-alive
-request, pipelined behind one), and served by the workers of both commands.
+request, pipelined behind one), a chunked body's trailers bounded too, at most PIPELINE_LIMIT
+requests waiting behind the one being answered, no answer owed cut off by a refusal, and
+served by the workers of both commands.
 
-uvicorn's own httptools protocol bounds neither: these tests fail with it."""
+uvicorn's own httptools protocol bounds none of these: these tests fail with it. The head
+deadline is a minute here: a connection closed within the test was closed by a refusal."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from khook.http_protocol import HEAD_LIMIT, GuardedHttpToolsProtocol
+from khook.http_protocol import HEAD_LIMIT, PIPELINE_LIMIT, GuardedHttpToolsProtocol
 from khook.serving import uvicorn_options
 from khook.settings import Settings
 from tests.support.clock import FakeClock
@@ -24,7 +27,7 @@ from tests.support.process import Served, clean_env, functions_framework, khook_
 @pytest.fixture(scope="module")
 def server() -> Iterator[FunctionServer]:
     values = {"hooks": (str(HOOKS),), "dedup": "memory", "dry_run": True}
-    with FunctionServer(Settings.coerce(values), FakeClock(), head_timeout=5.0) as fn:
+    with FunctionServer(Settings.coerce(values), FakeClock(), head_timeout=60.0) as fn:
         yield fn
 
 
@@ -47,8 +50,15 @@ def exchange(port: int, *pieces: bytes) -> list[int]:
     """Send ``pieces`` one write each on one connection; the statuses of the answers, in
     order, read until there is one for each request sent or the server closes (a refused
     head closes the connection), 5 s at most without a byte."""
+    return talk(port, *pieces)[0]
+
+
+def talk(port: int, *pieces: bytes) -> tuple[list[int], bool]:
+    """:func:`exchange`, and whether the server closed the connection (rather than falling
+    silent for 5 s)."""
     sent = b"".join(pieces)
     requests = sent.count(b"POST / HTTP/1.1")
+    closed = False
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         for piece in pieces:
             try:
@@ -59,12 +69,16 @@ def exchange(port: int, *pieces: bytes) -> list[int]:
         while len(statuses := _statuses(data)) < requests:
             try:
                 chunk = sock.recv(65536)
+            except TimeoutError:
+                break
             except OSError:
+                closed = True
                 break
             if not chunk:
+                closed = True
                 break
             data += chunk
-    return statuses
+    return statuses, closed
 
 
 def _statuses(data: bytes) -> list[int]:
@@ -118,6 +132,55 @@ def test_a_pipelined_head_over_the_limit_closes_the_connection_after_the_answer_
     assert exchange(server.port, request(2000) + request(HEAD_LIMIT)) == [202, 202]
     assert exchange(server.port, request(2000) + request(HEAD_LIMIT + 1)) == [202]
     assert exchange(server.port, request(2000) + b"NOT HTTP\r\n\r\n") == [202]
+
+
+def chunked(trailers: bytes, body: bytes = b"{}") -> bytes:
+    """A CloudEvent (a healthy Pod's) with a chunked body and ``trailers`` after it."""
+    headers, data = binary(apiserver_event(pod()))
+    lines = [b"POST / HTTP/1.1", b"Host: khook", b"Transfer-Encoding: chunked"]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items() if k.lower() != "content-length"]
+    head = b"\r\n".join(lines) + b"\r\n\r\n"
+    return head + f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n" + trailers
+
+
+def test_trailers_are_bounded_as_a_head_is(server: FunctionServer) -> None:
+    assert exchange(server.port, chunked(b"X-Checksum: abc\r\n\r\n")) == [202]
+    big = b"X-Pad: " + b"p" * (HEAD_LIMIT + 1) + b"\r\n\r\n"
+    assert exchange(server.port, chunked(big)) == [400]
+    many = b"".join(b"X-T%d: v\r\n" % i for i in range(HEAD_LIMIT // 8)) + b"\r\n"
+    assert exchange(server.port, chunked(many)) == [400]
+    # An endless trailer, in reads: refused once past the limit, not held till a deadline.
+    assert exchange(server.port, chunked(b"X-Pad: "), *[b"p" * 4096] * 16) == [400]
+    assert exchange(server.port, chunked(b"X-Pad: " + b"p" * (4 * HEAD_LIMIT))) == [400]
+
+
+def test_pipelined_requests_wait_in_a_bounded_queue(server: FunctionServer) -> None:
+    """One being answered and PIPELINE_LIMIT waiting are answered; the next is refused, and
+    the connection closed after the last answer owed (uvicorn queued all it could read)."""
+    statuses, closed = talk(server.port, request(2000) * (PIPELINE_LIMIT + 10))
+    assert (statuses, closed) == ([202] * (PIPELINE_LIMIT + 1), True)
+    statuses, closed = talk(server.port, request(2000) * (PIPELINE_LIMIT + 1))
+    assert statuses == [202] * (PIPELINE_LIMIT + 1)
+
+
+def test_a_waiting_requests_bad_body_does_not_answer_the_one_before(
+    server: FunctionServer,
+) -> None:
+    """A, then B whose chunked body cannot be parsed, in one write: A's 202 is A's answer and
+    B is never run (a 400 at once would have gone out as A's answer)."""
+    before = server.handled
+    bad = chunked(b"").replace(b"\r\n0\r\n", b"\r\nZZZ\r\n")
+    statuses, closed = talk(server.port, request(2000) + bad)
+    assert (statuses, closed) == ([202], True)
+    assert server.handled - before == 1
+
+
+def test_an_unfinished_head_behind_a_request_in_the_same_write_is_refused_at_once(
+    server: FunctionServer,
+) -> None:
+    """The next head's bytes that came in the read where the previous request ended count."""
+    unfinished = b"POST / HTTP/1.1\r\nHost: khook\r\nX-Pad: " + b"p" * (4 * HEAD_LIMIT)
+    assert talk(server.port, request(2000) + unfinished) == ([202], True)
 
 
 def _served_head_limit(served: Served) -> None:

@@ -1,35 +1,46 @@
 """The HTTP/1.1 protocol khook's workers serve: uvicorn's httptools protocol, with bounds on
-what a client may cost before it has sent a whole request.
+what a client may cost before the function has a request to read.
 
 httptools (llhttp, Node's parser, in C) rather than h11 (pure Python), which uvicorn picks
 when httptools is not installed: under `make bench`'s load h11 took about 80 µs of every
 request, more than the bare function's whole work; with httptools the same stack serves
 about 1.7 times the requests. uvicorn's httptools protocol bounds neither the request line
-and headers nor the time to send them; this one does:
+and headers nor the time to send them, nor a chunked body's trailers, nor how many requests a
+client pipelines behind one being answered; this one does:
 
 - the request line and headers together: at most ``HEAD_LIMIT`` bytes, answered 400 and the
-  connection closed. A head is measured twice: as it arrives, the bytes received since the
-  previous request ended (a head still incomplete past the limit is refused at the first read
-  past it, so at most one read, 256 KiB, is ever held), and once complete, exactly (as
-  sent, for a head written the usual way: one space after each colon, none at a line's end);
-- the time to send them: ``HEAD_TIMEOUT`` seconds from the connection (or from the end of the
-  previous response on a kept-alive connection), after which the connection is closed. A
+  connection closed. A complete head is measured as the parser reads it (the request line's
+  parts and each header line; spaces around a header's value are not counted, so on the wire
+  a head can be larger, by at most what one read holds, 256 KiB); an unfinished one by the
+  bytes received since it began, counted from the first slice of ``HEAD_LIMIT`` bytes after
+  the one it began in (reads are parsed in such slices), so it is refused by the time twice
+  the limit has come;
+- a chunked body's trailers: at most ``HEAD_LIMIT`` bytes too, counted the same two ways, and
+  dropped (ASGI gives an application no request trailers);
+- pipelined requests: at most ``PIPELINE_LIMIT`` wait behind the one being answered, and the
+  connection is not read while any wait (uvicorn would read on after each answer); one more
+  is refused;
+- the time to send a head: ``HEAD_TIMEOUT`` seconds from the connection (or from the end of
+  the previous response on a kept-alive connection), after which the connection is closed. A
   client that sends one header line and stops holds a socket for that long, never a thread.
 
-The body is read by the function itself, within ``KHOOK_REQUEST_TIMEOUT`` and
-``KHOOK_MAX_BODY_BYTES`` (khook.body); uvicorn stops reading a connection whose unread body
-passes 64 KiB until the function reads it.
+A refusal never cuts off an answer owed to an earlier request on the connection: those
+answers are made, then the connection is closed. The body is read by the function itself,
+within ``KHOOK_REQUEST_TIMEOUT`` and ``KHOOK_MAX_BODY_BYTES`` (khook.body); uvicorn stops
+reading a connection whose unread body passes 64 KiB until the function reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from itertools import chain
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 HEAD_LIMIT = 16 * 1024
 HEAD_TIMEOUT = 10.0
+PIPELINE_LIMIT = 8  # requests waiting behind the one being answered, on one connection
 # Of a head, what the parser does not hand over: the request line's two spaces, its version
 # ("HTTP/1.1") and end, and the blank line that ends the head; of each header line, the
 # colon, one space and the line's end.
@@ -37,13 +48,14 @@ _HEAD_EXTRA = len("  HTTP/1.1\r\n\r\n")
 _HEADER_EXTRA = len(": \r\n")
 
 
-class HeadTooLarge(Exception):
-    """Raised in a parser callback: httptools stops and uvicorn answers 400 and closes."""
+class Refused(Exception):
+    """Raised in a parser callback: httptools stops, and uvicorn asks for a 400
+    (:meth:`GuardedHttpToolsProtocol.send_400_response` decides what is still answered)."""
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a size limit and a deadline for each request's line
-    and headers.
+    """uvicorn's httptools protocol with limits on a request's head, a chunked body's
+    trailers and pipelined requests, and a deadline for each head.
 
     The deadline moves with every request on a kept-alive connection, so it is a time, not a
     timer: one timer per connection, which, when it fires early (the deadline moved on since),
@@ -54,38 +66,91 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     head_limit = HEAD_LIMIT
     _head_due: float | None = None  # loop time by which the head must have come; None: not now
     _head_timer: asyncio.TimerHandle | None = None
-    _head_bytes: int | None = 0  # received towards the head being read; None: not reading one
+    # Bytes received towards the head (or trailers) being read; None: not reading one (a body).
+    _head_bytes: int | None = 0
+    _past_head = False  # the message's head is complete: a header now is a trailer
+    _trailer_bytes = 0
+    _running: RequestResponseCycle | None = None  # the request being answered
+    _refused = False  # the connection is refused: answers owed are made, nothing more is read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if len(data) <= self.head_limit:
+            self._parse(data)
+            return
+        # Parsed in slices of the limit: where a head or trailers begin in the middle of what
+        # is parsed at once, the rest of it is not counted, so at most one slice goes uncounted.
+        for start in range(0, len(data), self.head_limit):
+            if self._refused or self.transport.is_closing():
+                return
+            self._parse(data[start : start + self.head_limit])
+
+    def _parse(self, data: bytes) -> None:
+        if self._refused:  # nothing more is parsed: uvicorn may read on, for an answer owed
+            self.flow.pause_reading()
+            return
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)
-        # Still in the head after all of it was parsed: the head alone is over the limit.
         if self._head_bytes is not None and self._head_bytes > self.head_limit:
-            self._refuse_head()
+            # Still unfinished past the limit.
+            self.send_400_response(f"Request line and headers exceed {self.head_limit} bytes.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._past_head:  # a trailer of a chunked body: counted, dropped
+            self._trailer_bytes += len(name) + len(value) + _HEADER_EXTRA
+            if self._trailer_bytes > self.head_limit:
+                raise Refused
+            return
+        # uvicorn's (0.55) own, in line: a call more for each header of every request costs.
+        name = name.lower()
+        value = value.rstrip(b" \t")  # trailing whitespace is not the value's (RFC 9110 5.5)
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         headers = self.headers
         size = len(self.parser.get_method()) + len(self.url) + _HEAD_EXTRA
         size += _HEADER_EXTRA * len(headers)
         if size + sum(map(len, chain.from_iterable(headers))) > self.head_limit:
-            raise HeadTooLarge  # uvicorn answers 400 ("Invalid HTTP request received.")
+            raise Refused
+        waiting = self.cycle is not None and not self.cycle.response_complete
+        if waiting and len(self.pipeline) >= PIPELINE_LIMIT:
+            raise Refused
         self._head_bytes = None
+        self._past_head = True
+        self._trailer_bytes = 0
         self._head_due = None  # a request's head arrived: the app takes over
         super().on_headers_complete()
+        if not waiting:
+            self._running = self.cycle  # started at once; else queued (self.pipeline)
+
+    def on_chunk_header(self) -> None:
+        self._head_bytes = 0  # the last chunk's trailers follow a chunk header: counted
+
+    def on_body(self, body: bytes) -> None:
+        self._head_bytes = None  # body data: the function bounds it
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0  # what comes next is the next request's head
+        self._past_head = False
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_head_deadline()  # the next request on this kept-alive connection
+        waiting = self.pipeline[-1][0] if self.pipeline else None
+        super().on_response_complete()  # starts the next request waiting, if any
+        if waiting is not None and not (self.pipeline and self.pipeline[-1][0] is waiting):
+            self._running = waiting
+        if self.transport.is_closing():
+            return
+        if self.pipeline:
+            self.flow.pause_reading()  # uvicorn read on: not while requests wait their turn
+        self._arm_head_deadline()  # the next request on this kept-alive connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_due = None
@@ -95,23 +160,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to what it cannot parse (and to a head over the limit), written
-        at once and the connection closed. When what cannot be parsed comes after a request
-        that has all arrived and is still being answered (pipelined), that answer would be cut
-        off: it is finished first, and the connection closed after it, reading nothing more.
-        (A request whose own body cannot be parsed gets the 400.)"""
+        """uvicorn's answer to what it cannot parse, and khook's to what is over a limit: a
+        400 at once and the connection closed, when nothing is owed to an earlier request.
+        When an answer is owed (being made, or a request waits its turn), those answers are
+        made first and the connection closed after the last, nothing more read; a waiting
+        request whose own body is at fault is dropped. (A request whose own body is at fault
+        while it is being answered gets the 400, cutting its answer short, as uvicorn does.)"""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete and not cycle.more_body:
-            cycle.keep_alive = False
-            self.flow.pause_reading()
-            self._head_bytes = None
+        if self._refused or self.transport.is_closing():
             return
-        super().send_400_response(msg)
-
-    def _refuse_head(self) -> None:
+        if cycle is None or (cycle.response_complete and not cycle.more_body):
+            super().send_400_response(msg)  # nothing owed: the request at fault is told
+            return
+        if cycle.response_complete:  # answered before its body ended, at fault: just close
+            self.transport.close()
+            return
+        if cycle is self._running and cycle.more_body:
+            super().send_400_response(msg)
+            return
+        self._refused = True
         self._head_bytes = None
-        if not self.transport.is_closing():
-            self.send_400_response(f"Request line and headers exceed {self.head_limit} bytes.")
+        last: RequestResponseCycle | None = cycle
+        if cycle.more_body:  # waiting, and its own body is at fault: it never runs
+            self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+            last = self.pipeline[0][0] if self.pipeline else self._running
+        if last is not None:
+            last.keep_alive = False  # uvicorn closes the connection after its answer
+        self.flow.pause_reading()
 
     def _arm_head_deadline(self) -> None:
         self._head_due = self.loop.time() + self.head_timeout

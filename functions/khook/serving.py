@@ -44,9 +44,10 @@ KEEP_ALIVE = 5
 # uvicorn`` header on every answer (it tells a scanner the software, and costs a header on
 # every answer), and the client's address and scheme rewritten from X-Forwarded-For/-Proto (khook
 # never reads them; behind Knative's queue-proxy the client is always 127.0.0.1, which uvicorn
-# trusts, so it copied every request's headers to look). Set in both commands' workers (see
-# :func:`hooks`).
-TRIMMED = {"server_header": False, "proxy_headers": False}
+# trusts, so it copied every request's headers to look); and WebSockets (were a WebSocket
+# library installed, uvicorn would hand an upgraded connection to a protocol outside khook's
+# bounds). Set in both commands' workers (see :func:`hooks`).
+TRIMMED = {"server_header": False, "proxy_headers": False, "ws": "none"}
 
 
 def uvicorn_options(head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
