@@ -10,12 +10,14 @@ deadline is a minute here: a connection closed within the test was closed by a r
 from __future__ import annotations
 
 import socket
+import types
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from khook.http_protocol import HEAD_LIMIT, PIPELINE_LIMIT, GuardedHttpToolsProtocol
+from khook.http_protocol import HEAD_LIMIT, PIPELINE_LIMIT, GuardedHttpToolsProtocol, _Flow
 from khook.serving import uvicorn_options
 from khook.settings import Settings
 from tests.support.clock import FakeClock
@@ -181,6 +183,60 @@ def test_an_unfinished_head_behind_a_request_in_the_same_write_is_refused_at_onc
     """The next head's bytes that came in the read where the previous request ended count."""
     unfinished = b"POST / HTTP/1.1\r\nHost: khook\r\nX-Pad: " + b"p" * (4 * HEAD_LIMIT)
     assert talk(server.port, request(2000) + unfinished) == ([202], True)
+
+
+def test_a_request_answered_before_its_body_ended_does_not_take_the_next_ones_400(
+    server: FunctionServer,
+) -> None:
+    """A body declared over KHOOK_MAX_BODY_BYTES is answered 413 at once and the connection
+    kept; its body is then read and dropped; what follows it that cannot be parsed is the new
+    request's fault, and told so (uvicorn leaves the first request's more_body set)."""
+    headers, _ = binary(apiserver_event(pod()))
+    declared = 2 * 1024 * 1024
+    lines = [b"POST / HTTP/1.1", b"Host: khook", b"Content-Length: %d" % declared]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items() if k.lower() != "content-length"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+        answer = b""
+        while not _statuses(answer):
+            answer += sock.recv(65536)
+        assert _statuses(answer) == [413] and b"connection: close" not in answer.lower()
+        sock.sendall(b"x" * declared + b"NOT HTTP\r\n\r\n")
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert _statuses(rest) == [400]
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def test_reading_does_not_resume_while_requests_wait_or_once_refused() -> None:
+    """uvicorn resumes reading after every answer and at every receive(): khook's flow
+    control does not while a request waits its turn (its body, or more requests, would pile
+    up), nor once the connection is refused."""
+    transport = _Transport()
+    protocol = types.SimpleNamespace(pipeline=deque(), _refused=False)
+    flow = _Flow(transport, protocol)  # type: ignore[arg-type]
+    flow.pause_reading()
+    protocol.pipeline.append(("waiting", "app"))
+    flow.resume_reading()
+    assert not transport.reading
+    protocol.pipeline.clear()
+    flow.resume_reading()
+    assert transport.reading
+    flow.pause_reading()
+    protocol._refused = True
+    flow.resume_reading()
+    assert not transport.reading
 
 
 def _served_head_limit(served: Served) -> None:

@@ -18,8 +18,8 @@ client pipelines behind one being answered; this one does:
 - a chunked body's trailers: at most ``HEAD_LIMIT`` bytes too, counted the same two ways, and
   dropped (ASGI gives an application no request trailers);
 - pipelined requests: at most ``PIPELINE_LIMIT`` wait behind the one being answered, and the
-  connection is not read while any wait (uvicorn would read on after each answer); one more
-  is refused;
+  connection is not read while any wait (uvicorn would read on after each answer and at each
+  ``receive()``); one more is refused;
 - the time to send a head: ``HEAD_TIMEOUT`` seconds from the connection (or from the end of
   the previous response on a kept-alive connection), after which the connection is closed. A
   client that sends one header line and stops holds a socket for that long, never a thread.
@@ -33,9 +33,9 @@ reading a connection whose unread body passes 64 KiB until the function reads it
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from itertools import chain
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 HEAD_LIMIT = 16 * 1024
@@ -51,6 +51,21 @@ _HEADER_EXTRA = len(": \r\n")
 class Refused(Exception):
     """Raised in a parser callback: httptools stops, and uvicorn asks for a 400
     (:meth:`GuardedHttpToolsProtocol.send_400_response` decides what is still answered)."""
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control of one connection, except that reading does not resume while
+    requests wait their turn, or once the connection is refused: uvicorn resumes it after
+    every answer and at every ``receive()``, so what waits would go on growing."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedHttpToolsProtocol) -> None:
+        super().__init__(transport)
+        self._protocol = protocol
+
+    def resume_reading(self) -> None:
+        # Nothing waiting can need it: a request waits only once the one before has all come.
+        if not (self._protocol.pipeline or self._protocol._refused):
+            super().resume_reading()
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -75,6 +90,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.flow = _Flow(transport, self)  # before any request: each is handed this one
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
@@ -95,8 +111,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._head_bytes is not None and self._head_bytes > self.head_limit:
-            # Still unfinished past the limit.
+        if self._head_bytes is not None and self._head_bytes >= self.head_limit:
+            # Still unfinished after the limit's worth of bytes: over it.
             self.send_400_response(f"Request line and headers exceed {self.head_limit} bytes.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -146,11 +162,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()  # starts the next request waiting, if any
         if waiting is not None and not (self.pipeline and self.pipeline[-1][0] is waiting):
             self._running = waiting
-        if self.transport.is_closing():
-            return
-        if self.pipeline:
-            self.flow.pause_reading()  # uvicorn read on: not while requests wait their turn
-        self._arm_head_deadline()  # the next request on this kept-alive connection
+        if not self.transport.is_closing():
+            self._arm_head_deadline()  # the next request on this kept-alive connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_due = None
@@ -169,20 +182,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self._refused or self.transport.is_closing():
             return
-        if cycle is None or (cycle.response_complete and not cycle.more_body):
+        # Whether the latest request's body is still coming (at fault, then), as the parser
+        # stands: uvicorn leaves a request answered early (a 413) with more_body set for good.
+        in_body = self._past_head
+        if cycle is None or (cycle.response_complete and not in_body):
             super().send_400_response(msg)  # nothing owed: the request at fault is told
             return
         if cycle.response_complete:  # answered before its body ended, at fault: just close
             self.transport.close()
             return
-        if cycle is self._running and cycle.more_body:
+        if cycle is self._running and in_body:
             super().send_400_response(msg)
             return
         self._refused = True
         self._head_bytes = None
         last: RequestResponseCycle | None = cycle
-        if cycle.more_body:  # waiting, and its own body is at fault: it never runs
-            self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+        if in_body:  # waiting, and its own body is at fault: it never runs
+            for item in self.pipeline:
+                if item[0] is cycle:
+                    self.pipeline.remove(item)
+                    break
             last = self.pipeline[0][0] if self.pipeline else self._running
         if last is not None:
             last.keep_alive = False  # uvicorn closes the connection after its answer
