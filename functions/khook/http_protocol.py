@@ -12,9 +12,9 @@ client pipelines behind one being answered; this one does:
   connection closed. A complete head is measured as the parser reads it (the request line's
   parts and each header line; spaces around a header's value are not counted, so on the wire
   a head can be larger, by at most what one read holds, 256 KiB); an unfinished one by the
-  bytes received since it began, counted from the first slice of ``HEAD_LIMIT`` bytes after
-  the one it began in (reads are parsed in such slices), so it is refused by the time twice
-  the limit has come;
+  bytes received since the request before it ended (reads are parsed in slices of
+  ``HEAD_LIMIT`` bytes, and the rest of the slice where that request ended is not counted),
+  so it is refused by the time twice the limit has come;
 - a chunked body's trailers: at most ``HEAD_LIMIT`` bytes too, counted the same two ways, and
   dropped (ASGI gives an application no request trailers);
 - pipelined requests: at most ``PIPELINE_LIMIT`` wait behind the one being answered, and the
