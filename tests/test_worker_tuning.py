@@ -86,3 +86,6 @@ def test_a_worker_sends_no_server_header_and_reads_no_forwarded_address() -> Non
     assert not worker.config.server_header and not worker.config.proxy_headers
     assert serving.Worker.CONFIG_KWARGS["server_header"] is False
     assert serving.Worker.CONFIG_KWARGS["proxy_headers"] is False
+    # No WebSocket upgrades (outside khook's HTTP bounds), and khook's HTTP protocol.
+    assert worker.config.ws == "none" and serving.Worker.CONFIG_KWARGS["ws"] == "none"
+    assert worker.config.http is serving.Worker.CONFIG_KWARGS["http"]

@@ -95,7 +95,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if len(data) <= self.head_limit:
-            self._parse(data)
+            if not self._refused:  # a refused connection parses nothing more
+                self._parse(data)
             return
         # Parsed in slices of the limit: where a head or trailers begin in the middle of what
         # is parsed at once, the rest of it is not counted, so at most one slice goes uncounted.
@@ -105,9 +106,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._parse(data[start : start + self.head_limit])
 
     def _parse(self, data: bytes) -> None:
-        if self._refused:  # nothing more is parsed: uvicorn may read on, for an answer owed
-            self.flow.pause_reading()
-            return
         if self._head_bytes is not None:
             self._head_bytes += len(data)
         super().data_received(data)
