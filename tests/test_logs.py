@@ -93,17 +93,20 @@ def test_every_line_under_functions_framework_is_json(tmp_path: Path) -> None:
     assert request["dryRun"] is True and request["headers"]["traceparent"] == TRACEPARENT
 
 
-def test_warnings_and_uncaught_exceptions_are_json_too() -> None:
-    code = (
-        "import threading, warnings\n"
-        "from khook.logs import configure\n"
-        "configure('info')\n"
-        "warnings.warn('something deprecated')\n"
-        "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
-        "raise RuntimeError('the end')\n"
-    )
-    done = subprocess.run(
+def _configured_python(*lines: str) -> subprocess.CompletedProcess[str]:
+    """``lines`` run by a fresh Python after khook's logging is configured (at info)."""
+    code = "\n".join(("from khook.logs import configure", "configure('info')", *lines))
+    return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_warnings_and_uncaught_exceptions_are_json_too() -> None:
+    done = _configured_python(
+        "import threading, warnings",
+        "warnings.warn('something deprecated')",
+        "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()",
+        "raise RuntimeError('the end')",
     )
     assert done.returncode == 1
     lines = [json.loads(line) for line in done.stderr.splitlines()]
@@ -114,6 +117,18 @@ def test_warnings_and_uncaught_exceptions_are_json_too() -> None:
     assert "something deprecated" in lines[0]["msg"] and lines[0]["logger"] == "py.warnings"
     assert "ZeroDivisionError" in lines[1]["error"] and lines[1]["thread"] == "worker"
     assert "RuntimeError: the end" in lines[2]["error"]
+
+
+def test_a_record_looks_up_no_thread_or_process() -> None:
+    """No line shows them, so configure() turns off logging's look-ups of the thread, the
+    process id (a system call for every line) and the multiprocessing process name."""
+    done = _configured_python(
+        "import logging",
+        "r = logging.LogRecord('khook', logging.INFO, '', 0, 'x', None, None)",
+        "print(r.thread, r.threadName, r.process, r.processName)",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "None", "None", "None"]
 
 
 def test_bound_fields_follow_the_context_into_threads() -> None:

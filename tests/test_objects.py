@@ -17,6 +17,7 @@ from khook.core.health import is_healthy
 from khook.core.objects import (
     ObjectRef,
     controller_owner,
+    format_time,
     get_int,
     get_list,
     get_path,
@@ -145,3 +146,30 @@ def test_the_owner_of_a_cluster_scoped_object_is_cluster_scoped_whatever_it_clai
     assert event.subject.namespace == ""
     assert event.owner is not None
     assert (event.owner.kind, event.owner.name, event.owner.namespace) == ("Machine", "m1", "")
+
+
+def _strftime_form(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@settings(max_examples=3000)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),  # astimezone of the first day can fall before year 1
+        max_value=datetime(9999, 12, 30),
+        timezones=st.one_of(st.none(), st.just(UTC), st.timezones()),
+    )
+)
+def test_format_time_writes_what_strftime_wrote(value: datetime) -> None:
+    """format_time takes isoformat's path: the text is strftime's, whatever the time zone
+    (none: local time), the microseconds (dropped) and the year (before 1000: strftime's)."""
+    assert format_time(value) == _strftime_form(value)
+
+
+def test_format_time_before_year_1000_is_strftimes() -> None:
+    assert format_time(datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)) == _strftime_form(
+        datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
+    assert format_time(datetime(2026, 12, 5, 21, 34, 0, 999999, tzinfo=UTC)) == (
+        "2026-12-05T21:34:00Z"
+    )

@@ -75,6 +75,12 @@ class JSONFormatter(logging.Formatter):
 def configure(level: str = "INFO") -> None:
     """khook's loggers, and the root logger every other library logs through, write JSON to
     stderr at ``level`` (the root: warnings and worse). Idempotent."""
+    # Every LogRecord would look up its thread, its process id (a system call) and its
+    # multiprocessing process name: no line khook writes shows them (logging's documented
+    # switches; a line that names a thread, an uncaught exception's, names it itself).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     _handle(logging.getLogger("khook"), level.upper())
     logging.getLogger("khook").propagate = False
     _handle(logging.getLogger(), max(logging.WARNING, logging.getLevelName(level.upper())))

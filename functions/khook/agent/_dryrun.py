@@ -13,6 +13,7 @@ from khook.agent._protocol import (
     HTTPRequest,
     build_http_request,
 )
+from khook.core.ids import uuid5_text
 from khook.logs import json_line
 from khook.settings import DEFAULT_USER_ID
 
@@ -56,7 +57,7 @@ class DryRunClient:
         out.write(json_line(line) + "\n")
         out.flush()
         # Derived from the message id: a replay of the same events prints the same ids.
-        made_up = f"dry-run-{uuid.uuid5(uuid.NAMESPACE_URL, request.message_id)}"
+        made_up = f"dry-run-{uuid5_text(uuid.NAMESPACE_URL, request.message_id)}"
         return AgentResult(
             request.task_id or made_up, request.context_id or made_up, "dry-run", "dry-run"
         )

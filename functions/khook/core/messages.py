@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from khook.core.correlate import Incident
 from khook.core.events import ClusterEvent
 from khook.core.hooks import Hook
+from khook.core.ids import uuid5_text
 from khook.core.incident import DedupKey, Record
 from khook.core.objects import format_time
 from khook.core.prompt import PromptFacts
@@ -21,12 +22,12 @@ _MESSAGE_NAMESPACE = uuid.UUID("6f1c1f8e-3f0e-4d5e-9a5e-6b686f6f6b21")
 
 def message_id(key: DedupKey, record: Record) -> str:
     """The id of an incident's first message."""
-    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{key.id}@{record.first_seen}"))
+    return uuid5_text(_MESSAGE_NAMESPACE, f"{key.id}@{record.first_seen}")
 
 
 def followup_message_id(record: Record, number: int) -> str:
     """The id of an incident's follow-up ``number``."""
-    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{record.key.id}@{record.first_seen}#{number}"))
+    return uuid5_text(_MESSAGE_NAMESPACE, f"{record.key.id}@{record.first_seen}#{number}")
 
 
 def metadata(hook: Hook, item: Incident, event: ClusterEvent) -> dict[str, str]:

@@ -94,8 +94,16 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with a Z, second precision: the form Kubernetes writes."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC with a Z, second precision: the form Kubernetes writes.
+
+    ``isoformat`` (C, 0.5 µs) rather than ``strftime`` (1.9 µs: it rewrites its format in
+    Python's C layer, then calls the C library's), for the same text; before year 1000,
+    where ``%Y`` writes fewer than four digits, ``strftime`` still."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.isoformat(timespec="seconds")[:19] + "Z"
 
 
 @dataclass(frozen=True, order=True)
