@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import functions_framework.aio
 import orjson
@@ -38,6 +38,9 @@ from khook.logs import log
 from khook.runtime import NotReady, Runtime, current
 from khook.settings import SettingsError
 from khook.trace import handling
+
+if TYPE_CHECKING:
+    from khook.pipeline import Pipeline
 
 logger = logging.getLogger("khook.http")
 
@@ -66,28 +69,31 @@ class Answer(Response):
 
 @functions_framework.aio.http
 async def handle(request: Request) -> Response:
-    return await _answer(request)
+    return await _answer(request.scope, request.receive)
 
 
-async def _answer(request: Request) -> Response:
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+
+
+async def _answer(scope: Scope, receive: Receive) -> Response:
+    """The answer to one request, from its ASGI scope and receive channel (no Starlette
+    Request is made for an event: nothing here reads more than the scope)."""
     try:
-        response = await _handle(request)
+        response = await _handle(scope, receive)
     except Exception as exc:  # a bug must not take the worker down: say so, ask for a retry
         logger.exception("unexpected error handling a request")
         response = _response(
             503, error=Reason(Code.INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
         )
-    if request.scope["path"] not in _UNCOUNTED:  # the scope's: request.url builds a URL
+    if scope["path"] not in _UNCOUNTED:
         # Every answer but the scrape's (not counted) is an Answer, its reason kept on it.
         reason = response.reason_header if isinstance(response, Answer) else ""
         metrics.answered(response.status_code, reason)
     return response
 
 
-ASGIApp = Callable[
-    [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-    Awaitable[None],
-]
+ASGIApp = Callable[[Scope, Receive, Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
 def direct_posts(app: ASGIApp) -> ASGIApp:
@@ -103,26 +109,24 @@ def direct_posts(app: ASGIApp) -> ASGIApp:
     still goes through ``app``."""
 
     async def served(
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
+        scope: Scope, receive: Receive, send: Callable[[Any], Awaitable[None]]
     ) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await app(scope, receive, send)
             return
-        response = await _answer(Request(scope, receive, send))
+        response = await _answer(scope, receive)
         await response(scope, receive, send)
 
     return served
 
 
-async def _handle(request: Request) -> Response:
-    path = request.scope["path"]
+async def _handle(scope: Scope, receive: Receive) -> Response:
+    path = scope["path"]
     if path in HEALTH_PATHS:
         return await _health(path)
     if path == METRICS_PATH:
-        return _metrics(request.method)
-    if request.method != "POST":
+        return _metrics(scope["method"])
+    if scope["method"] != "POST":
         response = _response(
             405, error=Reason(Code.METHOD_NOT_ALLOWED, "POST a CloudEvent to this URL")
         )
@@ -132,7 +136,7 @@ async def _handle(request: Request) -> Response:
         runtime = current()
     except SettingsError as exc:
         return _response(503, error=Reason(Code.CONFIG_ERROR, f"khook cannot start: {exc}"))
-    headers = _headers(request)
+    headers = _headers(scope)
     if runtime.settings.auth != "none":
         refused = await _authenticate(runtime, headers)
         if refused is not None:
@@ -144,7 +148,7 @@ async def _handle(request: Request) -> Response:
             413, error=Reason(Code.TOO_LARGE, f"body is {declared} bytes; limit {limit}")
         )
     try:
-        body = await read_body(request.receive, limit, runtime.settings.request_timeout)
+        body = await read_body(receive, limit, runtime.settings.request_timeout)
     except TimeoutError:
         waited = f"the body did not arrive within {runtime.settings.request_timeout:g}s"
         return _response(408, error=Reason(Code.BODY_TIMEOUT, waited))
@@ -164,25 +168,29 @@ async def _handle(request: Request) -> Response:
         # Its trace context goes on to the agent; its id, source, subject and trace id go on
         # every log line about it (khook.trace).
         with handling(headers, envelope.attributes):
-            outcome = await _process(runtime, envelope)
+            decided = _decide_now(runtime, envelope)
+            outcome = decided if isinstance(decided, Outcome) else await runtime.run(decided)
     except NotReady as exc:
         return _response(503, error=Reason(Code.NOT_READY, str(exc)))
     return _outcome_response(outcome, runtime)
 
 
-async def _process(runtime: Runtime, envelope: Envelope) -> Outcome:
-    """Most events are answered here on the event loop, for the cost of decoding and
+def _decide_now(runtime: Runtime, envelope: Envelope) -> Outcome | Callable[[Pipeline], Outcome]:
+    """The outcome, when the event loop can decide it; else the rest of the work, for a
+    worker thread (Runtime.run). Most events are answered here, for the cost of decoding and
     classifying them (Pipeline.screen: no I/O), and so are repeats of live incidents when the
     store can decide them without I/O (Pipeline.finish_now); the rest go to a worker thread,
-    which costs a hand-over each way and may wait for the store, the agent or the API server."""
+    which costs a hand-over each way and may wait for the store, the agent or the API server.
+    (A plain function, not a coroutine: most events never wait, and a coroutine more for
+    each cost its making and its stepping.)"""
     pipeline = runtime.built()
     if pipeline is None:  # still being built: on a worker thread, which waits for it
-        return await runtime.run(lambda built: built.process(envelope))
+        return lambda built: built.process(envelope)
     screened = pipeline.screen(envelope)
     rest = screened if isinstance(screened, Outcome) else pipeline.finish_now(screened)
     if isinstance(rest, Outcome):
         return rest
-    return await runtime.run(lambda built: built.finish(rest))
+    return lambda built: built.finish(rest)
 
 
 async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response | None:
@@ -206,11 +214,11 @@ async def _authenticate(runtime: Runtime, headers: dict[str, str]) -> Response |
     return None
 
 
-def _headers(request: Request) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     """The request's headers, lowercase (as the ASGI server gives them); of a repeated header
     the first counts. Read from the scope: Starlette's Headers decodes them on every access."""
     headers: dict[str, str] = {}
-    for name, value in request.scope["headers"]:
+    for name, value in scope["headers"]:
         headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
     return headers
 
