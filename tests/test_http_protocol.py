@@ -124,6 +124,40 @@ def test_the_limit_holds_however_the_head_arrives(server: FunctionServer, piece:
         assert exchange(server.port, *pieces) == [status], (size, piece)
 
 
+def _without_spaces(size: int) -> bytes:
+    """:func:`request` of ``size`` bytes on the wire, its Host header written ``Host:khook``
+    (the space after a colon is optional): measured as the parser reads it, a byte more."""
+    head, _, body = request(size - 1).partition(b"\r\n\r\n")
+    assert b"\r\nHost: khook\r\n" in head
+    head = head.replace(b"\r\nHost: khook\r\n", b"\r\nHost:khook\r\n") + b"pp"
+    assert len(head) + 4 == size
+    return head + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize("piece", [1, 1000, HEAD_LIMIT + 1])
+def test_a_head_is_measured_the_same_however_it_arrives(server: FunctionServer, piece: int) -> None:
+    """A header line is measured as ``name: value`` and its end, so one written without the
+    space counts a byte more than it is on the wire: 16,383 bytes so written pass, 16,384 do
+    not, in one write, in pieces, or behind another request (where the head is measured
+    itself), never depending on where the reads fall."""
+    for size, status in ((HEAD_LIMIT - 1, 202), (HEAD_LIMIT, 400)):
+        sent = _without_spaces(size)
+        pieces = [sent[i : i + piece] for i in range(0, len(sent), piece)]
+        assert exchange(server.port, *pieces) == [status], (size, piece)
+        # Behind another request's answer on the connection (its head counted from there)...
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            for data, expected in ((request(600), 202), (sent, status)):
+                sock.sendall(data)
+                answer = b""
+                while not _statuses(answer):
+                    answer += sock.recv(65536)
+                assert _statuses(answer) == [expected], size
+        # ...and behind it in the same write (measured itself): the first answered, then the
+        # second's 400, or the connection closed if the second was waiting its turn.
+        together = exchange(server.port, request(600) + sent)
+        assert together == [202, 202] if status == 202 else together in ([202], [202, 400])
+
+
 def test_an_unfinished_head_past_the_limit_is_refused_at_once(server: FunctionServer) -> None:
     """Answered 400 as soon as it passes the limit, not closed by the head deadline (which
     answers nothing)."""
