@@ -87,6 +87,15 @@ def _statuses(data: bytes) -> list[int]:
     return [int(line.split(b" ")[1]) for line in data.split(b"\r\n") if line[:9] == b"HTTP/1.1 "]
 
 
+def _ask(sock: socket.socket, data: bytes) -> list[int]:
+    """Send ``data`` on a kept-alive connection; the statuses of what first comes back."""
+    sock.sendall(data)
+    answer = b""
+    while not _statuses(answer):
+        answer += sock.recv(65536)
+    return _statuses(answer)
+
+
 def _whole_answer(sock: socket.socket) -> bytes:
     """One answer, its body included (Content-Length): what follows it on the connection then
     starts a line of its own for :func:`_statuses` (a body read in a later recv() would be
@@ -146,12 +155,8 @@ def test_a_head_is_measured_the_same_however_it_arrives(server: FunctionServer, 
         assert exchange(server.port, *pieces) == [status], (size, piece)
         # Behind another request's answer on the connection (its head counted from there)...
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            for data, expected in ((request(600), 202), (sent, status)):
-                sock.sendall(data)
-                answer = b""
-                while not _statuses(answer):
-                    answer += sock.recv(65536)
-                assert _statuses(answer) == [expected], size
+            assert _ask(sock, request(600)) == [202]
+            assert _ask(sock, sent) == [status], size
         # ...and behind it in the same write (measured itself): the first answered, then the
         # second's 400, or the connection closed if the second was waiting its turn.
         together = exchange(server.port, request(600) + sent)
@@ -170,11 +175,7 @@ def test_the_limit_holds_for_the_next_request_on_a_kept_alive_connection(
 ) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         for size, status in ((2000, 202), (HEAD_LIMIT, 202), (HEAD_LIMIT + 1, 400)):
-            sock.sendall(request(size))
-            answer = b""
-            while not _statuses(answer):
-                answer += sock.recv(65536)
-            assert _statuses(answer) == [status]
+            assert _ask(sock, request(size)) == [status]
         assert sock.recv(65536) == b"", "closed after the refusal"
 
 

@@ -77,8 +77,8 @@ Receive = Callable[[], Awaitable[Any]]
 
 
 async def _answer(scope: Scope, receive: Receive) -> Response:
-    """The answer to one request, from its ASGI scope and receive channel (no Starlette
-    Request is made for an event: nothing here reads more than the scope)."""
+    """The answer to one request, from its ASGI scope and receive channel: all it reads, so
+    no Starlette Request is made for an event."""
     try:
         response = await _handle(scope, receive)
     except Exception as exc:  # a bug must not take the worker down: say so, ask for a retry
